@@ -1,0 +1,83 @@
+"""The engine's command groups (models, bench, quantize). Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+models_app = typer.Typer(help="Pull, list and locate models in the local cache.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: each runs the baseline and ours in one run and prints the ratio.")
+quantize_app = typer.Typer(help="Quantize a model.", no_args_is_help=True)
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="Model alias")] = "smollm2-135m") -> None:
+    """Fetch a bundled model and convert it once into the local cache."""
+    from engine import assets
+
+    path = assets.pull(name)
+    typer.echo(str(path))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the models in the local cache and the aliases that can be pulled."""
+    from engine import assets
+
+    assets.print_models()
+
+
+@models_app.command("path")
+def models_path(name: str) -> None:
+    """Print the cache directory of a pulled model."""
+    from engine import assets
+
+    typer.echo(str(assets.model_path(name)))
+
+
+@bench_app.command("engine")
+def bench_engine(
+    workload: Annotated[str, typer.Option(help="mixed | shared-prefix")] = "mixed",
+    requests: Annotated[int | None, typer.Option(help="Shrink the workload to N requests")] = None,
+    model: str = "smollm2-135m",
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Our engine against Hugging Face transformers on the same model and weights."""
+    from engine.bench.engine_bench import run
+
+    run(workload=workload, num_requests=requests, model=model, as_json=json)
+
+
+@bench_app.command("kernels")
+def bench_kernels(json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each Triton kernel against its torch reference on the present device."""
+    from kernels.bench import run
+
+    run(as_json=json)
+
+
+@bench_app.command("quantize")
+def bench_quantize(
+    model: str = "smollm2-135m",
+    group_size: int = 128,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Perplexity and weight bytes of fp32, round-to-nearest int4 and AWQ int4."""
+    from engine.bench.quantize_bench import run
+
+    run(model=model, group_size=group_size, as_json=json)
+
+
+@quantize_app.command("awq")
+def quantize_awq(
+    model: str,
+    out: Annotated[Path, typer.Option("--out", help="Output directory")],
+    group_size: int = 128,
+    calib: Annotated[Path | None, typer.Option(help="Calibration text file")] = None,
+) -> None:
+    """Activation-aware int4 weight quantization into an AutoAWQ (GEMM) checkpoint."""
+    from engine.quant.awq import quantize_model
+
+    quantize_model(model, out, group_size=group_size, calib_path=calib)

@@ -1,0 +1,1 @@
+"""flowgate gateway: the OpenAI-compatible HTTP API."""

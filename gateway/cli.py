@@ -1,0 +1,26 @@
+"""The `flowgate` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from engine.cli import bench_app, models_app, quantize_app
+
+app = typer.Typer(help="flowgate: an OpenAI-compatible LLM inference service.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+app.add_typer(quantize_app, name="quantize")
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [FLOWGATE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [FLOWGATE_PORT]")] = None,
+) -> None:
+    """Start the gateway and the engine (the bundled model on 127.0.0.1:8000 by default)."""
+    from gateway.server import serve as run_server
+
+    run_server(model=model, host=host, port=port)

@@ -1,0 +1,1 @@
+"""Celery workers for offline bulk jobs."""
