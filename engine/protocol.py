@@ -107,6 +107,7 @@ class RequestOutput(msgspec.Struct, kw_only=True):
     num_cached_tokens: int = 0
     error_code: str | None = None
     error_message: str | None = None
+    error_param: str | None = None
 
 
 class EngineStats(msgspec.Struct, kw_only=True):
@@ -129,3 +130,28 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     vocab_size: int
     eos_token_ids: list[int]
     created: int
+
+
+def merge_outputs(acc: RequestOutput | None, delta: RequestOutput) -> RequestOutput:
+    """Fold a delta into an accumulated output (what a non-streaming caller wants)."""
+    if acc is None:
+        acc = RequestOutput(request_id=delta.request_id, outputs=[], finished=False,
+                            num_prompt_tokens=delta.num_prompt_tokens, num_cached_tokens=delta.num_cached_tokens)
+    by_index = {c.index: c for c in acc.outputs}
+    for c in delta.outputs:
+        prev = by_index.get(c.index)
+        if prev is None:
+            by_index[c.index] = CompletionOutput(index=c.index, text=c.text, token_ids=list(c.token_ids),
+                                                 logprobs=list(c.logprobs) if c.logprobs is not None else None,
+                                                 finish_reason=c.finish_reason, stop_reason=c.stop_reason)
+            continue
+        prev.text += c.text
+        prev.token_ids.extend(c.token_ids)
+        if c.logprobs is not None:
+            prev.logprobs = (prev.logprobs or []) + c.logprobs
+        prev.finish_reason = c.finish_reason or prev.finish_reason
+        prev.stop_reason = c.stop_reason if c.stop_reason is not None else prev.stop_reason
+    acc.outputs = [by_index[i] for i in sorted(by_index)]
+    acc.finished = delta.finished
+    acc.num_cached_tokens = delta.num_cached_tokens
+    return acc

@@ -1,0 +1,93 @@
+"""The engine process: receive requests, step the engine, send outputs. Started by engine.client."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from multiprocessing.connection import Connection
+
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.messages import (
+    AbortRequest,
+    AddRequest,
+    Outputs,
+    Ready,
+    Shutdown,
+    StartupFailed,
+    StatsQuery,
+    StatsReply,
+    decode_to_engine,
+    encode,
+)
+from engine.protocol import RequestOutput
+
+log = logging.getLogger("flowgate.engine")
+
+
+def run_engine_core(config: EngineConfig, inbox: Connection, outbox: Connection) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from engine.llm_engine import LLMEngine
+
+        engine = LLMEngine(config)
+    except Exception as e:
+        log.exception("engine failed to start")
+        outbox.send_bytes(encode(StartupFailed(f"{type(e).__name__}: {e}")))
+        return
+    outbox.send_bytes(encode(Ready(engine.model_info)))
+    EngineLoop(engine, inbox, outbox).run()
+
+
+class EngineLoop:
+    def __init__(self, engine, inbox: Connection, outbox: Connection):
+        self.engine = engine
+        self.inbox = inbox
+        self.outbox = outbox
+
+    def run(self) -> None:
+        try:
+            while True:
+                # Block while idle; while busy, only drain what has already arrived between steps.
+                while self.inbox.poll(0 if self.engine.has_unfinished() else None):
+                    if not self._handle(decode_to_engine(self.inbox.recv_bytes())):
+                        return
+                if self.engine.has_unfinished():
+                    self._step()
+        except (EOFError, OSError):
+            log.info("client went away; engine exiting")
+
+    def _handle(self, msg) -> bool:
+        match msg:
+            case AddRequest(request=request):
+                try:
+                    self.engine.add_request(request)
+                except EngineError as e:
+                    self._send([_error_output(request.request_id, e.code, e.message, e.param)])
+            case AbortRequest(request_id=request_id):
+                self.engine.abort_request(request_id)
+            case StatsQuery(call_id=call_id):
+                self.outbox.send_bytes(encode(StatsReply(call_id, self.engine.stats())))
+            case Shutdown():
+                return False
+        return True
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception:
+            # Fail what was in flight rather than the process: the engine state is rebuilt per request.
+            log.error("engine step failed:\n%s", traceback.format_exc())
+            outputs = [_error_output(rid, "engine_error", "internal engine error") for rid in list(self.engine.requests)]
+            for rid in list(self.engine.requests):
+                self.engine.abort_request(rid)
+        if outputs:
+            self._send(outputs)
+
+    def _send(self, outputs: list[RequestOutput]) -> None:
+        self.outbox.send_bytes(encode(Outputs(outputs)))
+
+
+def _error_output(request_id: str, code: str, message: str, param: str | None = None) -> RequestOutput:
+    return RequestOutput(request_id=request_id, outputs=[], finished=True, num_prompt_tokens=0,
+                         error_code=code, error_message=message, error_param=param)

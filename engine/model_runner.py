@@ -1,0 +1,134 @@
+"""Owns the model and its paged KV cache; turns a scheduled batch into logits for the sampler."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.attention import AttentionMetadata
+from engine.config import EngineConfig
+from engine.models.loader import load_model
+from engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(slots=True)
+class ModelInput:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    meta: AttentionMetadata
+    sample_indices: torch.Tensor  # rows of the step's tokens whose logits are sampled
+    sample_seqs: list[Sequence]
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, model_dir: Path):
+        self.device = _resolve_device(config.device)
+        self.dtype = _resolve_dtype(config.dtype, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+        self.model, self.model_config = load_model(model_dir, self.dtype, self.device)
+        self.block_size = config.block_size
+        self.num_blocks = self._count_kv_blocks(config)
+        shape = (self.num_blocks, self.block_size, self.model_config.num_key_value_heads, self.model_config.head_dim)
+        # Zeroed, not empty: masked-out slots still meet the softmax weights, and 0 * NaN would poison them.
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=self.dtype, device=self.device),
+             torch.zeros(shape, dtype=self.dtype, device=self.device))
+            for _ in range(self.model_config.num_hidden_layers)
+        ]
+        log.info("KV cache: %d blocks of %d tokens on %s", self.num_blocks, self.block_size, self.device)
+
+    @property
+    def kv_bytes_per_block(self) -> int:
+        mc = self.model_config
+        elem = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * mc.num_hidden_layers * self.block_size * mc.num_key_value_heads * mc.head_dim * elem
+
+    def _count_kv_blocks(self, config: EngineConfig) -> int:
+        budget = config.kv_cache_bytes or int(config.kv_cache_fraction * _available_memory(self.device))
+        num_blocks = budget // self.kv_bytes_per_block
+        if num_blocks < 2:
+            raise ValueError(f"KV budget of {budget} bytes holds fewer than 2 blocks")
+        return num_blocks
+
+    @torch.inference_mode()
+    def execute(self, scheduled: dict[Sequence, int]) -> tuple[torch.Tensor, list[Sequence]]:
+        """Run one step; returns float32 logits [num_sampled, vocab] and the sequences they belong to."""
+        inputs = self._prepare(scheduled)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        logits = self.model.compute_logits(hidden[inputs.sample_indices])
+        return logits, inputs.sample_seqs
+
+    def _prepare(self, scheduled: dict[Sequence, int]) -> ModelInput:
+        decodes = [s for s, n in scheduled.items() if n == 1]
+        prefills = [(s, n) for s, n in scheduled.items() if n > 1]
+        input_ids, positions, slots, sample_indices, sample_seqs = [], [], [], [], []
+        bs = self.block_size
+        for seq, n in [(s, 1) for s in decodes] + prefills:
+            start = seq.num_computed_tokens
+            input_ids.extend(seq.token_ids[start : start + n])
+            positions.extend(range(start, start + n))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            if start + n == seq.num_tokens:
+                sample_indices.append(len(input_ids) - 1)
+                sample_seqs.append(seq)
+        meta = AttentionMetadata(
+            slot_mapping=self._tensor(slots, torch.long),
+            num_decode_tokens=len(decodes),
+            decode_block_tables=self._block_tables(decodes),
+            decode_context_lens=self._tensor([s.num_computed_tokens + 1 for s in decodes], torch.int32),
+            prefill_block_tables=self._block_tables([s for s, _ in prefills]),
+            prefill_query_start_loc=self._tensor(_cumsum([n for _, n in prefills]), torch.int32),
+            prefill_context_lens=self._tensor([s.num_computed_tokens + n for s, n in prefills], torch.int32),
+            max_prefill_query_len=max((n for _, n in prefills), default=0),
+        )
+        return ModelInput(
+            input_ids=self._tensor(input_ids, torch.long),
+            positions=self._tensor(positions, torch.long),
+            meta=meta,
+            sample_indices=self._tensor(sample_indices, torch.long),
+            sample_seqs=sample_seqs,
+        )
+
+    def _block_tables(self, seqs: list[Sequence]) -> torch.Tensor:
+        width = max((len(s.block_table) for s in seqs), default=0)
+        return self._tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs], torch.int32)
+
+    def _tensor(self, data, dtype) -> torch.Tensor:
+        return torch.tensor(data, dtype=dtype, device=self.device)
+
+
+def _cumsum(values: list[int]) -> list[int]:
+    out = [0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+def _available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) * 1024

@@ -1,0 +1,67 @@
+"""One sequence: a request's prompt plus one of its `n` completions, and where its KV lives."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.protocol import FinishReason, SamplingParams
+
+if TYPE_CHECKING:
+    from engine.detokenizer import IncrementalDetokenizer
+    from engine.logits_process import LogitsProcessor
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED = enum.auto()
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    seq_id: int
+    request_id: str
+    index: int  # which of the request's n completions
+    token_ids: list[int]  # prompt, then output
+    num_prompt_tokens: int
+    params: SamplingParams
+    max_tokens: int  # resolved: params.max_tokens or what the context window leaves
+    priority: int = 0
+    arrival_time: float = 0.0
+    status: SequenceStatus = SequenceStatus.WAITING
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
+    num_preemptions: int = 0
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)  # chained hashes of this sequence's full blocks
+    blocked_on: Sequence | None = None  # n > 1: waits until this sibling's prompt is cached
+    finish_reason: FinishReason | None = None
+    stop_reason: int | str | None = None
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
+    generator: Any = None  # torch.Generator when the request carries a seed
+    detokenizer: IncrementalDetokenizer | None = None
+    pending_logprobs: list = field(default_factory=list)
+    pending_token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def sort_key(self) -> tuple[int, float, int]:
+        """Scheduling order: lower priority value first, then arrival (FCFS), then creation."""
+        return (self.priority, self.arrival_time, self.seq_id)
