@@ -1,0 +1,81 @@
+"""Layers of the Llama family: a pluggable linear, embedding, RMSNorm, rotary embedding.
+
+Parameters are created with `torch.empty` (no random init): the loader overwrites every one, and the model is
+built under the target device and dtype (see loader.py). On CUDA the Triton kernels run, on CPU their torch
+references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels.rms_norm import rms_norm, rms_norm_ref
+from kernels.rotary import apply_rotary, apply_rotary_ref, rope_cos_sin_cache, rope_inv_freq
+
+# (in_features, out_features, bias) -> a module mapping [..., in_features] to [..., out_features]
+LinearFactory = Callable[[int, int, bool], nn.Module]
+
+
+class Linear(nn.Module):
+    """y = x W^T + b, W stored [out_features, in_features] as in Hugging Face checkpoints.
+
+    `fuse_dims` names, for each parameter, the dimension along which the shards of a fused layer
+    (q|k|v, gate|up) are concatenated at load time; a quantized linear declares its own.
+    """
+
+    fuse_dims = {"weight": 0, "bias": 0}  # noqa: RUF012 - read-only class constant
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def linear_factory(quantization_config: dict | None) -> LinearFactory:
+    """The linear layer class for a checkpoint's `quantization_config` (None: dense weights)."""
+    if quantization_config is None:
+        return Linear
+    raise ValueError(f"unsupported quantization method {quantization_config.get('quant_method')!r}")
+
+
+class Embedding(nn.Module):
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim), requires_grad=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(hidden_size), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """normed x, or with a residual: (normed(x + residual), x + residual)."""
+        op = rms_norm if x.is_cuda else rms_norm_ref
+        return op(x, self.weight, self.eps, residual)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos|sin for every position up to max_position, computed once in fp32; shared by all layers."""
+
+    def __init__(self, head_dim: int, max_position: int, base: float, scaling: dict | None):
+        super().__init__()
+        inv_freq = rope_inv_freq(head_dim, base, scaling)
+        cache = rope_cos_sin_cache(inv_freq, max_position, torch.float32)
+        self.register_buffer("cos_sin_cache", cache, persistent=False)
+
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
+        """q [T, Hq, D], k [T, Hkv, D] -> rotated (q, k)."""
+        op = apply_rotary if q.is_cuda else apply_rotary_ref
+        return op(q, k, positions, self.cos_sin_cache)

@@ -1,0 +1,124 @@
+"""Build a model from a Hugging Face directory: config.json plus safetensors (single or sharded), or
+pytorch_model.bin as a fallback.
+
+Checkpoint names are Hugging Face's; ours differ only where layers are fused:
+
+    ours                                   checkpoint
+    ...self_attn.qkv_proj.<param>          ...self_attn.{q,k,v}_proj.<param>   stacked along fuse_dims[param]
+    ...mlp.gate_up_proj.<param>            ...mlp.{gate,up}_proj.<param>
+    everything else                        the same name
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from engine.models.config import ModelConfig
+from engine.models.llama import LlamaForCausalLM
+
+_FUSED_SOURCES = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # a buffer some older checkpoints saved
+
+TensorGetter = Callable[[], torch.Tensor]
+
+
+def load_model(
+    path: str | Path, dtype: torch.dtype, device: str | torch.device
+) -> tuple[LlamaForCausalLM, ModelConfig]:
+    path = Path(path)
+    config = ModelConfig.from_pretrained(path)
+    with torch.device(device), _default_dtype(dtype):
+        model = LlamaForCausalLM(config)
+    load_weights(model, checkpoint_tensors(path))
+    return model.eval(), config
+
+
+def load_weights(model: LlamaForCausalLM, checkpoint: dict[str, TensorGetter]) -> None:
+    """Copy every parameter from the checkpoint (stacking fused shards); every checkpoint tensor must be used."""
+    modules = dict(model.named_modules())
+    used = set()
+    for name, param in model.named_parameters():  # a tied lm_head shares embed_tokens' parameter: seen once
+        module_name, leaf = name.rsplit(".", 1)
+        parent, _, layer = module_name.rpartition(".")
+        if layer in _FUSED_SOURCES:
+            sources = [f"{parent}.{source}.{leaf}" for source in _FUSED_SOURCES[layer]]
+            dim = modules[module_name].fuse_dims[leaf]
+        else:
+            sources, dim = [name], 0
+        offset = 0
+        for source in sources:  # each shard straight into its slice: no concatenated copy in between
+            tensor = _get(checkpoint, source)
+            size = tensor.shape[dim] if tensor.dim() else 1
+            _copy(param.data.narrow(dim, offset, min(size, param.shape[dim] - offset)), tensor, source, name)
+            offset += size
+        if offset != param.shape[dim]:
+            raise ValueError(f"{name}: checkpoint shards {sources} cover {offset} of {param.shape[dim]} rows")
+        used.update(sources)
+    if model.config.tie_word_embeddings:
+        used.add("lm_head.weight")  # some tied checkpoints store the copy anyway
+    unused = sorted(n for n in set(checkpoint) - used if not n.endswith(_IGNORED_SUFFIXES))
+    if unused:
+        raise ValueError(
+            f"checkpoint tensors the model does not use: {unused[:8]}{' ...' if len(unused) > 8 else ''}"
+        )
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor, source: str, name: str) -> None:
+    if dst.shape != src.shape:
+        raise ValueError(
+            f"{source}: checkpoint shape {tuple(src.shape)} does not fit {name} {tuple(dst.shape)}"
+        )
+    dst.copy_(src)
+
+
+def checkpoint_tensors(path: Path) -> dict[str, TensorGetter]:
+    """name -> a function reading that tensor, over every weight file of the directory (memory-mapped)."""
+    getters = {}
+    for file in _weight_files(path):
+        if file.suffix == ".safetensors":
+            handle = safe_open(file, framework="pt")
+            getters.update({name: partial(handle.get_tensor, name) for name in handle.keys()})  # noqa: SIM118
+        else:
+            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+            getters.update({name: partial(_identity, tensor) for name, tensor in state.items()})
+    return getters
+
+
+def _weight_files(path: Path) -> list[Path]:
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        if (path / single).is_file():
+            return [path / single]
+        if (path / index).is_file():
+            weight_map = json.loads((path / index).read_text(encoding="utf-8"))["weight_map"]
+            return [path / name for name in sorted(set(weight_map.values()))]
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin (or their index) in {path}")
+
+
+def _get(checkpoint: dict[str, TensorGetter], name: str) -> torch.Tensor:
+    if name not in checkpoint:
+        raise ValueError(f"checkpoint has no tensor {name!r}")
+    return checkpoint[name]()
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
