@@ -1,0 +1,54 @@
+"""The Litestar application: controllers, the engine started in the lifespan and injected, one error handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from engine.client import AsyncEngine
+from gateway.dependencies import provide_engine
+from gateway.errors import JSONBodyRequest, openai_exception_handler
+from gateway.routes.chat import ChatController
+from gateway.routes.completions import CompletionsController
+from gateway.routes.health import health, ready
+from gateway.routes.models import ModelsController
+from gateway.routes.responses import ResponsesController
+from gateway.settings import Settings
+
+VERSION = "0.1.0"
+
+
+@asynccontextmanager
+async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
+    engine = await AsyncEngine.start(settings.engine)
+    app.state.engine = engine
+    app.state.served_model_names = tuple(dict.fromkeys((engine.model_info.name, settings.engine.model)))
+    try:
+        yield
+    finally:
+        await engine.shutdown()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    return Litestar(
+        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready],
+        lifespan=[partial(engine_lifespan, settings)],
+        dependencies={"engine": Provide(provide_engine, sync_to_thread=False)},
+        exception_handlers={Exception: openai_exception_handler},
+        request_class=JSONBodyRequest,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="flowgate",
+            version=VERSION,
+            description="An OpenAI-compatible API over flowgate's continuous-batching engine.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+    )

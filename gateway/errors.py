@@ -1,0 +1,93 @@
+"""The one place where errors become HTTP responses, all in OpenAI's error shape.
+
+| raised                                   | status | type                  |
+|------------------------------------------|--------|-----------------------|
+| InvalidRequest / ContextLengthExceeded   | 400    | invalid_request_error |
+| Litestar validation, unparsable body     | 400    | invalid_request_error |
+| ModelNotFound, unknown route             | 404    | invalid_request_error |
+| wrong method                             | 405    | invalid_request_error |
+| body over the size limit                 | 413    | invalid_request_error |
+| EngineOverloaded, EngineDead             | 503    | server_error          |
+| anything else                            | 500    | server_error (no internals in the body) |
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from engine.errors import EngineDead, EngineOverloaded, InvalidRequest
+from gateway.schemas.errors import ErrorDetail, ErrorResponse
+
+logger = logging.getLogger("flowgate.gateway")
+
+_TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+class ModelNotFound(Exception):
+    def __init__(self, model: str):
+        super().__init__(f"The model `{model}` does not exist.")
+        self.model = model
+
+
+class JSONBodyRequest(Request):
+    """Turns the body decoding failures msgspec raises as plain Python errors into 400s."""
+
+    async def json(self):
+        try:
+            return await super().json()
+        except UnicodeDecodeError as exc:
+            raise ClientException("The request body is not valid UTF-8.") from exc
+        except RecursionError as exc:
+            raise ClientException("The JSON body is nested too deeply.") from exc
+
+
+def error_response(status: int, message: str, *, param=None, code=None, headers=None) -> Response:
+    error_type = "server_error" if status >= 500 else _TYPE_BY_STATUS.get(status, "invalid_request_error")
+    body = ErrorResponse(ErrorDetail(message=message, type=error_type, param=param, code=code))
+    return Response(body, status_code=status, headers=headers)
+
+
+def openai_exception_handler(request: Request, exc: Exception) -> Response:
+    match exc:
+        case InvalidRequest():
+            return error_response(400, exc.message, param=exc.param, code=exc.code)
+        case EngineOverloaded() | EngineDead():
+            return error_response(503, exc.message, code=exc.code, headers={"Retry-After": "1"})
+        case ModelNotFound():
+            return error_response(404, str(exc), param="model", code="model_not_found")
+        case ValidationException():
+            return _validation_error(exc)
+        case NotFoundException():
+            return error_response(404, f"Invalid URL ({request.method} {request.url.path})", code="not_found")
+        case MethodNotAllowedException():
+            return error_response(405, f"Method {request.method} is not allowed on {request.url.path}")
+        case HTTPException() if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+            return error_response(413, "The request body is too large.", code="request_too_large")
+        case HTTPException() if exc.status_code < 500:
+            return error_response(exc.status_code, f"Could not parse the request: {exc.detail}")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "The server had an error while processing your request.")
+
+
+def _validation_error(exc: ValidationException) -> Response:
+    """Litestar reports msgspec's complaint per field as extra=[{"message", "key", "source"}]."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    if not problems:
+        return error_response(400, "Invalid request body.")
+    first = problems[0]
+    key = first.get("key")
+    if key == "data" and first.get("message") == "'data'":  # Litestar's wording for a missing body
+        return error_response(400, "A JSON request body is required.")
+    param = None if key in (None, "data") else key
+    where = f" (at `{param}`)" if param else ""
+    return error_response(400, f"Invalid request body: {first.get('message')}{where}", param=param)

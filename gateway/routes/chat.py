@@ -1,0 +1,25 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.response import Stream
+
+from engine.client import AsyncEngine
+from gateway.dependencies import require_model
+from gateway.routes.errors import ERROR_RESPONSES
+from gateway.schemas.chat import ChatCompletion, ChatCompletionRequest
+from gateway.serving_chat import create_chat_completion
+
+
+class ChatController(Controller):
+    path = "/v1/chat/completions"
+    tags = ("chat",)
+
+    @post(status_code=200, responses=ERROR_RESPONSES,
+          summary="Create a chat completion (server-sent events when `stream` is true)")
+    async def create(
+        self, data: ChatCompletionRequest, engine: AsyncEngine, state: State, request: Request
+    ) -> ChatCompletion | Stream:
+        return await create_chat_completion(data, require_model(data.model, state), engine, request)

@@ -1,0 +1,25 @@
+"""POST /v1/completions."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.response import Stream
+
+from engine.client import AsyncEngine
+from gateway.dependencies import require_model
+from gateway.routes.errors import ERROR_RESPONSES
+from gateway.schemas.completions import Completion, CompletionRequest
+from gateway.serving_completions import create_completion
+
+
+class CompletionsController(Controller):
+    path = "/v1/completions"
+    tags = ("completions",)
+
+    @post(status_code=200, responses=ERROR_RESPONSES,
+          summary="Create a text completion (server-sent events when `stream` is true)")
+    async def create(
+        self, data: CompletionRequest, engine: AsyncEngine, state: State, request: Request
+    ) -> Completion | Stream:
+        return await create_completion(data, require_model(data.model, state), engine, request)

@@ -1,0 +1,151 @@
+"""POST /v1/chat/completions: one engine request (with `n` choices), answered whole or as SSE chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from litestar import Request
+from litestar.response import Stream
+
+from engine.client import AsyncEngine
+from engine.errors import EngineError, InvalidRequest
+from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
+from gateway import sse
+from gateway.chat_core import ChatPlan, plan_chat
+from gateway.generation import collect, new_id, now, started, until_disconnect
+from gateway.logprobs import chat_logprobs
+from gateway.sampling import sampling_params
+from gateway.schemas.chat import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChunkChoice,
+)
+from gateway.schemas.usage import Usage
+
+logger = logging.getLogger("flowgate.gateway")
+
+
+async def create_chat_completion(
+    body: ChatCompletionRequest, model: str, engine: AsyncEngine, request: Request
+) -> ChatCompletion | Stream:
+    plan = plan_chat(
+        engine.tokenizer,
+        body.messages,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=body.response_format,
+    )
+    gen = GenerateRequest(
+        request_id=new_id("chatcmpl-"),
+        prompt=plan.prompt,
+        params=sampling_params(
+            body,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            logprobs=_num_logprobs(body),
+            vocab_size=engine.model_info.vocab_size,
+            guided=plan.guided,
+        ),
+        priority=body.priority,
+    )
+    header = ChunkHeader(id=gen.request_id, model=model)
+    if body.stream:
+        stream = await started(engine.generate(gen), request)
+        chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
+        return Stream(chunks, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    [out] = await until_disconnect(collect(engine, [gen]), request)
+    return ChatCompletion(
+        id=header.id,
+        created=header.created,
+        model=model,
+        choices=[_choice(c, plan) for c in out.outputs],
+        usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
+    )
+
+
+def _num_logprobs(body: ChatCompletionRequest) -> int | None:
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+    return (body.top_logprobs or 0) if body.logprobs else None
+
+
+def _choice(output: CompletionOutput, plan: ChatPlan) -> ChatChoice:
+    content, tool_calls = plan.parse(output.text)
+    return ChatChoice(
+        index=output.index,
+        message=AssistantMessage(role="assistant", content=content, tool_calls=tool_calls or None),
+        logprobs=chat_logprobs(output.logprobs),
+        finish_reason="tool_calls" if tool_calls else output.finish_reason or "stop",
+    )
+
+
+def _usage(out: RequestOutput, completion_tokens: int) -> Usage:
+    return Usage.of(
+        prompt_tokens=out.num_prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=out.num_cached_tokens,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHeader:
+    """What every chunk of one stream repeats."""
+
+    id: str
+    model: str
+    created: int = field(default_factory=now)
+
+    def chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
+        return sse.data(ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
+                                            choices=choices, usage=usage))
+
+
+async def stream_chat(
+    stream: AsyncIterator[RequestOutput], header: ChunkHeader, plan: ChatPlan, *, n: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """Role first, then content (or tool-call) deltas, a finish chunk per choice, usage if asked, [DONE]."""
+    for index in range(n):
+        yield header.chunk([ChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
+    parsers = [plan.stream_parser() for _ in range(n)]
+    completion_tokens = 0
+    last = None
+    try:
+        async for out in stream:
+            last = out
+            for output in out.outputs:
+                completion_tokens += len(output.token_ids)
+                for chunk in _output_chunks(header, output, parsers[output.index]):
+                    yield chunk
+    except EngineError as exc:
+        yield sse.error(exc.message, exc.code, exc.param)
+        return
+    except Exception:
+        logger.exception("chat stream %s failed", header.id)
+        yield sse.error("The server had an error while processing your request.", "internal_error")
+        return
+    if include_usage and last is not None:
+        yield header.chunk([], usage=_usage(last, completion_tokens))
+    yield sse.DONE
+
+
+def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser) -> list[bytes]:
+    deltas = parser.feed(output.text)
+    if output.finish_reason is not None:
+        deltas += parser.finish()
+    logprobs = chat_logprobs(output.logprobs) if output.logprobs else None
+    if logprobs is not None and not deltas:
+        deltas = [ChatDelta()]
+    chunks = [
+        header.chunk([ChunkChoice(index=output.index, delta=d, logprobs=logprobs if i == 0 else None)])
+        for i, d in enumerate(deltas)
+    ]
+    if output.finish_reason is not None:
+        reason = "tool_calls" if parser.has_tool_calls else output.finish_reason
+        chunks.append(header.chunk([ChunkChoice(index=output.index, delta=ChatDelta(), finish_reason=reason)]))
+    return chunks
