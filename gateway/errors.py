@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -30,6 +31,7 @@ from gateway.schemas.errors import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger("flowgate.gateway")
 
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -88,6 +90,9 @@ def _validation_error(exc: ValidationException) -> Response:
     key = first.get("key")
     if key == "data" and first.get("message") == "'data'":  # Litestar's wording for a missing body
         return error_response(400, "A JSON request body is required.")
+    message = first.get("message")
     param = None if key in (None, "data") else key
     where = f" (at `{param}`)" if param else ""
-    return error_response(400, f"Invalid request body: {first.get('message')}{where}", param=param)
+    if missing := _MISSING_FIELD.search(message or ""):
+        param = f"{param}.{missing[1]}" if param else missing[1]
+    return error_response(400, f"Invalid request body: {message}{where}", param=param)
