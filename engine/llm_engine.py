@@ -185,10 +185,11 @@ class LLMEngine:
 
     def _new_sequence(self, request, index, prompt_ids, max_tokens, extra_processors) -> Sequence:
         params = request.params
+        arrival = time.monotonic() if request.arrival_time is None else request.arrival_time
         seq = Sequence(
             seq_id=next(self._seq_ids), request_id=request.request_id, index=index,
             token_ids=list(prompt_ids), num_prompt_tokens=len(prompt_ids), params=params,
-            max_tokens=max_tokens, priority=request.priority, arrival_time=request.arrival_time or time.monotonic(),
+            max_tokens=max_tokens, priority=request.priority, arrival_time=arrival,
         )
         if params.seed is not None:
             seq.generator = torch.Generator().manual_seed(params.seed + index)

@@ -72,7 +72,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
     priority: int = 0  # lower runs first; FCFS within a priority
-    arrival_time: float = 0.0
+    arrival_time: float | None = None  # defaults to when the engine receives it
 
 
 class TopLogprob(msgspec.Struct, array_like=True):
