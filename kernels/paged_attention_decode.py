@@ -53,7 +53,8 @@ def _decode_split_kernel(
     queries_per_kv,
     head_dim,
     split_len,
-    NUM_SPLITS: tl.constexpr,
+    num_splits,
+    SINGLE_SPLIT: tl.constexpr,
     BLOCK_G: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -100,12 +101,12 @@ def _decode_split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(DOT_DTYPE), v, input_precision=DOT_PRECISION)
         m = m_new
 
-    if NUM_SPLITS == 1:
+    if SINGLE_SPLIT:
         out_offs = seq * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(out_ptr + out_offs, acc / denom[:, None], mask=g_mask[:, None] & d_mask[None, :])
     else:
-        # Partials are [batch, num_heads, NUM_SPLITS(, head_dim)], contiguous.
-        row = (seq * num_heads + heads) * NUM_SPLITS + split
+        # Partials are [batch, num_heads, num_splits(, head_dim)], contiguous.
+        row = (seq * num_heads + heads) * num_splits + split
         tl.store(part_max_ptr + row, m, mask=g_mask)
         tl.store(part_denom_ptr + row, denom, mask=g_mask)
         acc_offs = row[:, None] * head_dim + offs_d[None, :]
@@ -122,7 +123,7 @@ def _decode_reduce_kernel(
     stride_oh,
     num_heads,
     head_dim,
-    NUM_SPLITS: tl.constexpr,
+    num_splits,
     BLOCK_S: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -130,8 +131,8 @@ def _decode_reduce_kernel(
     head = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < NUM_SPLITS
-    row = (seq * num_heads + head) * NUM_SPLITS + offs_s
+    s_mask = offs_s < num_splits
+    row = (seq * num_heads + head) * num_splits + offs_s
     # Splits past the context hold m = -inf, denom = 0, acc = 0 and so get weight 0; split 0 is never empty.
     m = tl.load(part_max_ptr + row, mask=s_mask, other=float("-inf"))
     denom = tl.load(part_denom_ptr + row, mask=s_mask, other=0.0)
@@ -197,7 +198,8 @@ def paged_attention_decode(
         queries_per_kv,
         head_dim,
         split_len,
-        NUM_SPLITS=num_splits,
+        num_splits,
+        SINGLE_SPLIT=num_splits == 1,
         BLOCK_G=max(16, triton.next_power_of_2(queries_per_kv)),
         BLOCK_N=block_n,
         BLOCK_D=block_d,
@@ -214,7 +216,7 @@ def paged_attention_decode(
             out.stride(1),
             num_heads,
             head_dim,
-            NUM_SPLITS=num_splits,
+            num_splits,
             BLOCK_S=triton.next_power_of_2(num_splits),
             BLOCK_D=block_d,
         )

@@ -114,7 +114,8 @@ def paged_attention_prefill(
     if num_tokens == 0 or num_seqs == 0:
         return out
     block_m = 16 if max_query_len <= 16 else 64
-    block_n = 32 if head_dim > 128 else 64
+    # Narrower key tiles for wide heads and fp32 keep shared memory under consumer GPUs' ~99 KiB.
+    block_n = 32 if head_dim > 128 or q.dtype == torch.float32 else 64
     dot_dtype, dot_precision = dot_operands(q.dtype)
     _prefill_kernel[(num_seqs, num_heads, triton.cdiv(max_query_len, block_m))](
         q,
