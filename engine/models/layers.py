@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.awq import awq_linear_factory
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import apply_rotary, apply_rotary_ref, rope_cos_sin_cache, rope_inv_freq
 
@@ -42,6 +43,8 @@ def linear_factory(quantization_config: dict | None) -> LinearFactory:
     """The linear layer class for a checkpoint's `quantization_config` (None: dense weights)."""
     if quantization_config is None:
         return Linear
+    if quantization_config.get("quant_method") == "awq":
+        return awq_linear_factory(quantization_config)
     raise ValueError(f"unsupported quantization method {quantization_config.get('quant_method')!r}")
 
 
