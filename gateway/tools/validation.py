@@ -1,0 +1,150 @@
+"""Reject tool and response_format requests the grammar cannot honour, as 400s naming the parameter.
+
+With `strict: true` a schema may only use keywords the xgrammar grammar enforces exactly (the set below
+was measured, see tests/engine/test_grammar.py); annotations are always accepted. Without `strict` the
+same schema is enforced as far as the grammar can and the rest is ignored, as OpenAI's non-strict mode.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+
+from engine.errors import InvalidRequest
+from gateway.schemas.tools import NamedToolChoice, ResponseFormatJSONSchema
+from gateway.tools.coerce import as_response_format, as_tool_choice, as_tools
+
+MAX_TOOLS = 128
+MAX_SCHEMA_DEPTH = 32
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+ANNOTATION_KEYWORDS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated",
+     "readOnly", "writeOnly", "contentMediaType", "contentEncoding"}
+)  # fmt: skip
+ENFORCED_KEYWORDS = frozenset(
+    {"type", "enum", "const", "anyOf", "$ref", "$defs", "definitions",
+     "properties", "required", "additionalProperties",
+     "items", "prefixItems", "minItems", "maxItems",
+     "minLength", "maxLength", "pattern", "format",
+     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+)  # fmt: skip
+ENFORCED_FORMATS = frozenset(
+    {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uri",
+     "uri-reference", "uuid"}
+)  # fmt: skip
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> subschema
+_SCHEMA_LISTS = ("anyOf", "prefixItems")
+_SCHEMA_VALUES = ("additionalProperties", "items")
+
+
+def validate_tools(tools: Any, tool_choice: Any, parallel_tool_calls: Any) -> None:
+    tools = as_tools(tools)
+    choice = as_tool_choice(tool_choice)
+    if not isinstance(parallel_tool_calls, bool | None):
+        raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
+    if not tools:
+        if choice is not None:
+            raise InvalidRequest("tool_choice is only allowed when tools are given", param="tool_choice")
+        return
+    if len(tools) > MAX_TOOLS:
+        raise InvalidRequest(f"at most {MAX_TOOLS} tools are allowed, got {len(tools)}", param="tools")
+    names = set()
+    for i, tool in enumerate(tools):
+        function, param = tool.function, f"tools[{i}].function"
+        if not NAME_PATTERN.match(function.name):
+            raise InvalidRequest(
+                f"{param}.name must be 1-64 letters, digits, '_' or '-', got {function.name!r}",
+                param=f"{param}.name",
+            )
+        if function.name in names:
+            raise InvalidRequest(f"duplicate function name {function.name!r}", param=f"{param}.name")
+        names.add(function.name)
+        if function.parameters is not None:
+            check_schema(function.parameters, strict=function.strict is True, param=f"{param}.parameters")
+            if function.parameters.get("type", "object") != "object":
+                raise InvalidRequest(
+                    f"{param}.parameters must describe a JSON object (type: object)",
+                    param=f"{param}.parameters",
+                )
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise InvalidRequest(
+            f"tool_choice names function {choice.function.name!r}, which is not among the tools",
+            param="tool_choice",
+        )
+
+
+def validate_response_format(response_format: Any) -> None:
+    response_format = as_response_format(response_format)
+    if not isinstance(response_format, ResponseFormatJSONSchema):
+        return
+    spec, param = response_format.json_schema, "response_format.json_schema"
+    if not NAME_PATTERN.match(spec.name):
+        raise InvalidRequest(
+            f"{param}.name must be 1-64 letters, digits, '_' or '-', got {spec.name!r}", param=f"{param}.name"
+        )
+    if spec.schema is not None:
+        check_schema(spec.schema, strict=spec.strict is True, param=f"{param}.schema")
+
+
+def check_schema(schema: dict, *, strict: bool, param: str) -> None:
+    """A valid JSON Schema (for the draft its `$schema` names); with `strict`, only enforced keywords."""
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
+            schema
+        )
+    except SchemaError as e:
+        where = "/".join(str(p) for p in e.path)
+        raise InvalidRequest(
+            f"{param} is not a valid JSON Schema: {e.message}" + (f" (at {where})" if where else ""),
+            param=param,
+        ) from e
+    except RecursionError as e:
+        raise InvalidRequest(f"{param} is nested too deeply", param=param) from e
+    problems = list(_unenforced(schema, "#", 0)) if strict else []
+    if problems:
+        listed = "; ".join(f"{keyword!r} at {path}" for path, keyword in problems[:5])
+        raise InvalidRequest(
+            f"{param} uses schema keywords that strict mode cannot enforce: {listed}. "
+            f"Supported: {', '.join(sorted(ENFORCED_KEYWORDS))}; formats: {', '.join(sorted(ENFORCED_FORMATS))}; "
+            "annotations such as title, description, examples and default are ignored. "
+            "Remove them or set strict to false.",
+            param=param,
+        )
+
+
+def _unenforced(schema: Any, path: str, depth: int):
+    """(path, keyword) for every keyword the grammar would not enforce exactly."""
+    if not isinstance(schema, dict):
+        return
+    if depth > MAX_SCHEMA_DEPTH:
+        yield path, "(nesting deeper than 32)"
+        return
+    for keyword, value in schema.items():
+        if keyword in ANNOTATION_KEYWORDS:
+            continue
+        if keyword not in ENFORCED_KEYWORDS or not _enforceable(schema, keyword, value):
+            yield path, keyword
+        elif keyword in _SCHEMA_MAPS and isinstance(value, dict):
+            for name, sub in value.items():
+                yield from _unenforced(sub, f"{path}/{keyword}/{name}", depth + 1)
+        elif keyword in _SCHEMA_LISTS and isinstance(value, list):
+            for i, sub in enumerate(value):
+                yield from _unenforced(sub, f"{path}/{keyword}/{i}", depth + 1)
+        elif keyword in _SCHEMA_VALUES:
+            yield from _unenforced(value, f"{path}/{keyword}", depth + 1)
+
+
+def _enforceable(schema: dict, keyword: str, value: Any) -> bool:
+    if keyword == "format":
+        return value in ENFORCED_FORMATS
+    if keyword == "multipleOf":  # xgrammar ignores it on numbers
+        return schema.get("type") == "integer"
+    if keyword == "$ref":  # local references only
+        return isinstance(value, str) and value.startswith("#")
+    if keyword == "items":  # draft-4 tuple form (a list) is not supported
+        return isinstance(value, dict | bool)
+    return True
