@@ -102,15 +102,16 @@ def awq_gemm(x, qweight, qzeros, scales, group_size: int) -> torch.Tensor:
     N = qweight.shape[1] * 8
     assert K % group_size == 0 and qweight.shape[0] == K and x.stride(-1) == 1
     assert qweight.is_contiguous() and qzeros.is_contiguous() and scales.is_contiguous()
+    if M == 0:
+        return torch.empty((0, N), dtype=x.dtype, device=x.device)
     block_m, block_n, block_k, splits = _config(M, N, K, group_size, x.device)
+    assert group_size % block_k == 0, "a K tile must not straddle two quantisation groups"
     k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     splits = triton.cdiv(K, k_per_split)
     if splits == 1:
         out = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    else:
+    else:  # fp32 partial sums, one slice per split, added up below
         out = torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    if M == 0:
-        return out if splits == 1 else out.sum(0).to(x.dtype)
     dot_dtype, dot_precision = dot_operands(x.dtype)
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n), splits)
     _awq_gemm_kernel[grid](
