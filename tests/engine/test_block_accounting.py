@@ -14,12 +14,22 @@ BLOCK_SIZE = 4
 
 
 def make_seq(seq_id: int, rng: random.Random, prefixes: list[list[int]]) -> Sequence:
-    prompt = rng.choice(prefixes)[: rng.randint(1, 24)] + [rng.randrange(50) for _ in range(rng.randint(0, 12))]
+    prompt = rng.choice(prefixes)[: rng.randint(1, 24)] + [
+        rng.randrange(50) for _ in range(rng.randint(0, 12))
+    ]
     if not prompt:
         prompt = [1]
-    return Sequence(seq_id=seq_id, request_id=str(seq_id), index=0, token_ids=prompt, num_prompt_tokens=len(prompt),
-                    params=SamplingParams(), max_tokens=rng.randint(1, 12), priority=rng.randint(0, 2),
-                    arrival_time=float(seq_id))
+    return Sequence(
+        seq_id=seq_id,
+        request_id=str(seq_id),
+        index=0,
+        token_ids=prompt,
+        num_prompt_tokens=len(prompt),
+        params=SamplingParams(),
+        max_tokens=rng.randint(1, 12),
+        priority=rng.randint(0, 2),
+        arrival_time=float(seq_id),
+    )
 
 
 def check(kv: KVCacheManager, scheduler: Scheduler) -> None:
@@ -37,7 +47,9 @@ def check(kv: KVCacheManager, scheduler: Scheduler) -> None:
 def test_random_add_abort_finish_keeps_accounting(seed):
     rng = random.Random(seed)
     kv = KVCacheManager(num_blocks=rng.choice([12, 20, 40]), block_size=BLOCK_SIZE)
-    scheduler = Scheduler(kv, max_num_seqs=rng.choice([2, 4, 8]), max_num_batched_tokens=rng.choice([8, 16, 64]))
+    scheduler = Scheduler(
+        kv, max_num_seqs=rng.choice([2, 4, 8]), max_num_batched_tokens=rng.choice([8, 16, 64])
+    )
     prefixes = [[rng.randrange(50) for _ in range(24)] for _ in range(3)]
     live: list[Sequence] = []
     ops = 0

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture(scope="module")
 async def engine(bundled_model_dir):
-    engine = await AsyncEngine.start(EngineConfig(model=str(bundled_model_dir), kv_cache_bytes=64 << 20,
-                                                  max_model_len=2048))
+    engine = await AsyncEngine.start(
+        EngineConfig(model=str(bundled_model_dir), kv_cache_bytes=64 << 20, max_model_len=2048)
+    )
     yield engine
     await engine.shutdown()
 
@@ -33,8 +34,11 @@ def chat(engine, text):
 
 
 async def test_streams_deltas_that_add_up(engine):
-    request = GenerateRequest(request_id="stream", prompt=chat(engine, "Name three colors."),
-                              params=SamplingParams(temperature=0.0, max_tokens=20))
+    request = GenerateRequest(
+        request_id="stream",
+        prompt=chat(engine, "Name three colors."),
+        params=SamplingParams(temperature=0.0, max_tokens=20),
+    )
     merged, deltas = await collect(engine, request)
     assert len(deltas) > 1 and deltas[-1].finished and not any(d.finished for d in deltas[:-1])
     completion = merged.outputs[0]
@@ -48,17 +52,28 @@ async def test_same_seed_same_output_whatever_else_runs(engine):
     params = SamplingParams(temperature=1.0, top_p=0.9, seed=1234, max_tokens=24)
     prompt = chat(engine, "Write a sentence about the sea.")
     alone, _ = await collect(engine, GenerateRequest(request_id="seed-alone", prompt=prompt, params=params))
-    noise = [collect(engine, GenerateRequest(request_id=f"noise-{i}", prompt=chat(engine, f"Count to {i}."),
-                                             params=SamplingParams(temperature=1.0, max_tokens=30)))
-             for i in range(5)]
+    noise = [
+        collect(
+            engine,
+            GenerateRequest(
+                request_id=f"noise-{i}",
+                prompt=chat(engine, f"Count to {i}."),
+                params=SamplingParams(temperature=1.0, max_tokens=30),
+            ),
+        )
+        for i in range(5)
+    ]
     crowded, *_ = await asyncio.gather(
-        collect(engine, GenerateRequest(request_id="seed-crowd", prompt=prompt, params=params)), *noise)
+        collect(engine, GenerateRequest(request_id="seed-crowd", prompt=prompt, params=params)), *noise
+    )
     assert crowded[0].outputs[0].token_ids == alone.outputs[0].token_ids
 
 
 async def test_n_completions_with_logprobs(engine):
     params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8, logprobs=2)
-    merged, _ = await collect(engine, GenerateRequest(request_id="n3", prompt=chat(engine, "Hi!"), params=params))
+    merged, _ = await collect(
+        engine, GenerateRequest(request_id="n3", prompt=chat(engine, "Hi!"), params=params)
+    )
     assert [c.index for c in merged.outputs] == [0, 1, 2]
     for c in merged.outputs:
         assert len(c.logprobs) == len(c.token_ids)
@@ -70,8 +85,12 @@ async def test_n_completions_with_logprobs(engine):
 
 async def test_stop_strings_are_trimmed(engine):
     params = SamplingParams(temperature=0.0, max_tokens=40, stop=["Paris"])
-    merged, _ = await collect(engine, GenerateRequest(request_id="stop", prompt=chat(engine, "What is the capital of France?"),
-                                                      params=params))
+    merged, _ = await collect(
+        engine,
+        GenerateRequest(
+            request_id="stop", prompt=chat(engine, "What is the capital of France?"), params=params
+        ),
+    )
     completion = merged.outputs[0]
     assert completion.finish_reason == "stop" and completion.stop_reason == "Paris"
     assert "Paris" not in completion.text
@@ -79,8 +98,12 @@ async def test_stop_strings_are_trimmed(engine):
 
 async def test_errors_reach_the_caller(engine):
     with pytest.raises(ContextLengthExceeded, match="2048"):
-        await collect(engine, GenerateRequest(request_id="too-long", prompt="hello " * 100,
-                                              params=SamplingParams(max_tokens=4000)))
+        await collect(
+            engine,
+            GenerateRequest(
+                request_id="too-long", prompt="hello " * 100, params=SamplingParams(max_tokens=4000)
+            ),
+        )
     with pytest.raises(InvalidRequest) as err:
         await collect(engine, GenerateRequest(request_id="bad", prompt="x", params=SamplingParams(top_p=0.0)))
     assert err.value.param == "top_p"
@@ -88,8 +111,11 @@ async def test_errors_reach_the_caller(engine):
 
 
 async def test_leaving_the_stream_aborts_and_frees_blocks(engine):
-    request = GenerateRequest(request_id="abandon", prompt=chat(engine, "Tell me a long story."),
-                              params=SamplingParams(temperature=0.0, max_tokens=500, ignore_eos=True))
+    request = GenerateRequest(
+        request_id="abandon",
+        prompt=chat(engine, "Tell me a long story."),
+        params=SamplingParams(temperature=0.0, max_tokens=500, ignore_eos=True),
+    )
     stream = engine.generate(request)
     async for _ in stream:
         break
@@ -104,8 +130,9 @@ async def test_leaving_the_stream_aborts_and_frees_blocks(engine):
 
 async def test_prefix_cache_reports_cached_tokens(engine):
     system = "You are the assistant of a workflow tool. Keep answers short. " * 8
-    prompt = engine.tokenizer.apply_chat_template([{"role": "system", "content": system},
-                                                   {"role": "user", "content": "Hello"}])
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "system", "content": system}, {"role": "user", "content": "Hello"}]
+    )
     params = SamplingParams(temperature=0.0, max_tokens=2)
     first, _ = await collect(engine, GenerateRequest(request_id="pc-1", prompt=prompt, params=params))
     second, _ = await collect(engine, GenerateRequest(request_id="pc-2", prompt=prompt, params=params))

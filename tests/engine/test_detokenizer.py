@@ -5,7 +5,11 @@ import pytest
 from engine.detokenizer import IncrementalDetokenizer
 from engine.tokenizer import Tokenizer
 
-TEXTS = ["Héllo wörld — naïve café 😀🎉 日本語のテキスト", "def f(x):\n    return x ** 2  # ✓", "  leading spaces\tand tabs"]
+TEXTS = [
+    "Héllo wörld — naïve café 😀🎉 日本語のテキスト",
+    "def f(x):\n    return x ** 2  # ✓",
+    "  leading spaces\tand tabs",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +55,16 @@ def test_stop_string_split_across_tokens_never_leaks(tokenizer, stop):
     deltas, hit = stream(tokenizer, tokenizer.encode("go"), tokenizer.encode(text), stop=[stop])
     assert hit == stop
     assert "".join(deltas) == text[: text.index(stop)]
-    for i in range(len(deltas)):  # no prefix of the stream ever shows any part of the stop string after "gamma "
+    for i in range(
+        len(deltas)
+    ):  # no prefix of the stream ever shows any part of the stop string after "gamma "
         assert stop not in "".join(deltas[: i + 1])
 
 
 def test_include_stop_str_in_output(tokenizer):
-    deltas, hit = stream(tokenizer, [1], tokenizer.encode("one two STOP three"), stop=["STOP"], include_stop=True)
+    deltas, hit = stream(
+        tokenizer, [1], tokenizer.encode("one two STOP three"), stop=["STOP"], include_stop=True
+    )
     assert hit == "STOP" and "".join(deltas) == "one two STOP"
 
 

@@ -41,10 +41,15 @@ def run_engine_staggered(engine: LLMEngine, prompts: list[list[int]], params: li
 
 
 def hf_greedy(model, prompt: list[int], max_new: int, eos: set[int]) -> list[int]:
-    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                         max_new_tokens=max_new, do_sample=False, eos_token_id=sorted(eos) or None,
-                         pad_token_id=0)
-    tokens = out[0, len(prompt):].tolist()
+    out = model.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        max_new_tokens=max_new,
+        do_sample=False,
+        eos_token_id=sorted(eos) or None,
+        pad_token_id=0,
+    )
+    tokens = out[0, len(prompt) :].tolist()
     for j, t in enumerate(tokens):
         if t in eos:
             return tokens[: j + 1]
@@ -57,12 +62,16 @@ def compare(model, prompts, ours: list[list[int]], refs: list[list[int]]) -> lis
     for i, (prompt, got, want) in enumerate(zip(prompts, ours, refs, strict=True)):
         if got == want:
             continue
-        j = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+        j = next(
+            (k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want))
+        )
         with torch.no_grad():
             logits = model(torch.tensor([prompt + want[:j]])).logits[0, -1]
         top2 = logits.topk(2).values
         gap = float(top2[0] - top2[1])
-        assert gap < TIE_GAP, f"prompt {i}: diverged at output token {j} where the reference is not tied (gap {gap})"
+        assert gap < TIE_GAP, (
+            f"prompt {i}: diverged at output token {j} where the reference is not tied (gap {gap})"
+        )
         ties.append(Divergence(i, j, gap))
     return ties
 
@@ -76,14 +85,23 @@ def load_hf(path):
 def bundled_prompts(tokenizer) -> list[list[int]]:
     system = "You are a careful assistant for a workflow tool. Answer briefly and precisely. " * 3
     questions = [
-        "What is the capital of France?", "Name three colors.", "Write a haiku about rain.",
-        "What is 12 times 7?", "Translate 'good morning' to Spanish.", "Give me a synonym for happy.",
-        "Explain what a CPU does in one sentence.", "List the days of the week.",
-        "What is the boiling point of water in Celsius?", "Who wrote Romeo and Juliet?",
-        "Describe the color of the sky.", "What is an API?",
+        "What is the capital of France?",
+        "Name three colors.",
+        "Write a haiku about rain.",
+        "What is 12 times 7?",
+        "Translate 'good morning' to Spanish.",
+        "Give me a synonym for happy.",
+        "Explain what a CPU does in one sentence.",
+        "List the days of the week.",
+        "What is the boiling point of water in Celsius?",
+        "Who wrote Romeo and Juliet?",
+        "Describe the color of the sky.",
+        "What is an API?",
     ]
-    prompts = [tokenizer.apply_chat_template([{"role": "system", "content": system},
-                                              {"role": "user", "content": q}]) for q in questions]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": q}])
+        for q in questions
+    ]
     prompts += [tokenizer.apply_chat_template([{"role": "user", "content": q}]) for q in questions[:2]]
     prompts += ["The quick brown fox", "Once upon a time, " * 20]
     return [tokenizer.encode(p) for p in prompts]
@@ -93,8 +111,15 @@ def bundled_prompts(tokenizer) -> list[list[int]]:
 def bundled_engine_and_hf(bundled_model_dir):
     # 24 blocks of 16 tokens cannot hold 16 concurrent sequences: preemption is forced.
     block_bytes = 2 * 30 * 16 * 3 * 64 * 4
-    engine = LLMEngine(EngineConfig(model=str(bundled_model_dir), dtype="float32", kv_cache_bytes=24 * block_bytes,
-                                    max_num_batched_tokens=96, max_num_seqs=16))
+    engine = LLMEngine(
+        EngineConfig(
+            model=str(bundled_model_dir),
+            dtype="float32",
+            kv_cache_bytes=24 * block_bytes,
+            max_num_batched_tokens=96,
+            max_num_seqs=16,
+        )
+    )
     return engine, load_hf(bundled_model_dir)
 
 
@@ -103,8 +128,10 @@ def test_bundled_model_greedy_matches_transformers(bundled_engine_and_hf, record
     prompts = bundled_prompts(engine.tokenizer)
     assert len(prompts) >= 16
     max_new = 24
-    params = [SamplingParams(temperature=0.0, max_tokens=max_new, n=2 if i % 5 == 0 else 1)
-              for i in range(len(prompts))]
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=max_new, n=2 if i % 5 == 0 else 1)
+        for i in range(len(prompts))
+    ]
     outputs = run_engine_staggered(engine, prompts, params)
     refs = [hf_greedy(hf, p, max_new, engine.eos_token_ids) for p in prompts]
     ours = [out.outputs[0].token_ids for out in outputs]
@@ -115,8 +142,10 @@ def test_bundled_model_greedy_matches_transformers(bundled_engine_and_hf, record
     assert engine.scheduler.num_preemptions > 0, "the tiny KV budget should have forced preemption"
     assert engine.kv.num_prefix_hits > 0, "the shared system prompt should have hit the prefix cache"
     record_property("greedy_ties", len(ties))
-    print(f"bundled: {len(prompts)} prompts, {len(ties)} divergences at ties, "
-          f"{engine.scheduler.num_preemptions} preemptions, prefix hit rate {engine.kv.prefix_hit_rate:.2f}")
+    print(
+        f"bundled: {len(prompts)} prompts, {len(ties)} divergences at ties, "
+        f"{engine.scheduler.num_preemptions} preemptions, prefix hit rate {engine.kv.prefix_hit_rate:.2f}"
+    )
 
 
 ARCHS = ["llama", "llama-mqa", "mistral", "qwen2"]
@@ -129,13 +158,24 @@ def test_tiny_models_greedy_match_transformers(arch, tiny_model_dir):
     vocab = hf.config.vocab_size
     rng = random.Random(arch)
     shared = [rng.randrange(3, vocab) for _ in range(40)]
-    prompts = [shared[: rng.randint(5, 40)] + [rng.randrange(3, vocab) for _ in range(rng.randint(1, 30))]
-               for _ in range(16)]
-    engine = LLMEngine(EngineConfig(model=str(model_dir), dtype="float32", block_size=8,
-                                    kv_cache_bytes=_tiny_budget(hf.config, blocks=20, block_size=8),
-                                    max_num_batched_tokens=48, max_num_seqs=8))
+    prompts = [
+        shared[: rng.randint(5, 40)] + [rng.randrange(3, vocab) for _ in range(rng.randint(1, 30))]
+        for _ in range(16)
+    ]
+    engine = LLMEngine(
+        EngineConfig(
+            model=str(model_dir),
+            dtype="float32",
+            block_size=8,
+            kv_cache_bytes=_tiny_budget(hf.config, blocks=20, block_size=8),
+            max_num_batched_tokens=48,
+            max_num_seqs=8,
+        )
+    )
     engine.eos_token_ids = set()  # random weights: run every sequence to max_tokens
-    params = [SamplingParams(temperature=0.0, max_tokens=12, n=3 if i == 0 else 1) for i in range(len(prompts))]
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=12, n=3 if i == 0 else 1) for i in range(len(prompts))
+    ]
     outputs = run_engine_staggered(engine, prompts, params)
     refs = [hf_greedy(hf, p, 12, set()) for p in prompts]
     ties = compare(hf, prompts, [o.outputs[0].token_ids for o in outputs], refs)
