@@ -10,7 +10,7 @@ from engine.client import AsyncEngine
 from engine.errors import EngineDead
 from gateway.schemas.health import Health, Readiness
 
-READY_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 30.0  # a long prefill step on a busy CPU can take seconds
 
 
 @get("/health", sync_to_thread=False, tags=("health",), summary="The process is up (never waits on the model)")

@@ -29,7 +29,9 @@ class Server:
     log_path: Path
 
     def stats(self) -> dict:
-        return httpx.get(f"{self.url}/ready", timeout=30).json()["engine"]
+        response = httpx.get(f"{self.url}/ready", timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["engine"]
 
     def wait_idle(self, timeout: float = 30.0) -> dict:
         """The engine's stats once nothing runs or waits (requests finish or get aborted)."""
