@@ -56,14 +56,7 @@ def load_weights(model: LlamaForCausalLM, checkpoint: dict[str, TensorGetter]) -
             dim = modules[module_name].fuse_dims[leaf]
         else:
             sources, dim = [name], 0
-        offset = 0
-        for source in sources:  # each shard straight into its slice: no concatenated copy in between
-            tensor = _get(checkpoint, source)
-            size = tensor.shape[dim] if tensor.dim() else 1
-            _copy(param.data.narrow(dim, offset, min(size, param.shape[dim] - offset)), tensor, source, name)
-            offset += size
-        if offset != param.shape[dim]:
-            raise ValueError(f"{name}: checkpoint shards {sources} cover {offset} of {param.shape[dim]} rows")
+        _copy_shards(param.data, [_get(checkpoint, s) for s in sources], dim, name)
         used.update(sources)
     if model.config.tie_word_embeddings:
         used.add("lm_head.weight")  # some tied checkpoints store the copy anyway
@@ -74,12 +67,15 @@ def load_weights(model: LlamaForCausalLM, checkpoint: dict[str, TensorGetter]) -
         )
 
 
-def _copy(dst: torch.Tensor, src: torch.Tensor, source: str, name: str) -> None:
-    if dst.shape != src.shape:
-        raise ValueError(
-            f"{source}: checkpoint shape {tuple(src.shape)} does not fit {name} {tuple(dst.shape)}"
-        )
-    dst.copy_(src)
+def _copy_shards(dst: torch.Tensor, shards: list[torch.Tensor], dim: int, name: str) -> None:
+    """Each shard straight into its slice of `dst` along `dim`: no concatenated copy in between."""
+    sizes = [shard.shape[dim] for shard in shards]
+    fits = sum(sizes) == dst.shape[dim]
+    if not fits or any(t.shape != s.shape for t, s in zip(dst.split(sizes, dim), shards, strict=True)):
+        shapes = [tuple(shard.shape) for shard in shards]
+        raise ValueError(f"{name}: checkpoint shapes {shapes} do not fit the model's {tuple(dst.shape)}")
+    for target, shard in zip(dst.split(sizes, dim), shards, strict=True):
+        target.copy_(shard)
 
 
 def checkpoint_tensors(path: Path) -> dict[str, TensorGetter]:

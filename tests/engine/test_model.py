@@ -154,7 +154,14 @@ def test_loader_rejects_mismatched_checkpoints(models, tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"does not use: \['model.extra.weight'\]"):
         load_model(tmp_path, torch.float32, "cpu")
-    del state["model.extra.weight"], state["model.layers.1.self_attn.k_proj.bias"]
+    del state["model.extra.weight"]
+    state["model.layers.0.mlp.up_proj.weight"] = state["model.layers.0.mlp.up_proj.weight"][:-1]
     torch.save(state, tmp_path / "pytorch_model.bin")
-    with pytest.raises(ValueError, match=r"no tensor 'model\.layers\.1\.self_attn\.k_proj\.bias'"):
+    with pytest.raises(
+        ValueError, match=r"gate_up_proj\.weight: checkpoint shapes \[\(128, 64\), \(127, 64\)\]"
+    ):
+        load_model(tmp_path, torch.float32, "cpu")
+    del state["model.layers.0.mlp.up_proj.weight"]
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"no tensor 'model\.layers\.0\.mlp\.up_proj\.weight'"):
         load_model(tmp_path, torch.float32, "cpu")
