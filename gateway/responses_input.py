@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from engine.errors import InvalidRequest
-from gateway.schemas.chat import (
-    ChatMessage,
+from gateway.schemas.chat import ChatMessage
+from gateway.schemas.responses import FunctionToolChoice, InputText, ResponsesRequest, TextConfig
+from gateway.schemas.tools import (
+    ChatTool,
     FunctionCall,
     FunctionDefinition,
-    JSONSchemaFormat,
+    JSONSchemaSpec,
     NamedFunction,
     NamedToolChoice,
     ResponseFormat,
-    Tool,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
     ToolCall,
     ToolChoice,
 )
-from gateway.schemas.responses import FunctionToolChoice, InputText, ResponsesRequest, TextConfig
 
 
 def chat_messages(body: ResponsesRequest) -> list[ChatMessage]:
@@ -60,11 +62,11 @@ def _text(content: str | list[InputText] | None) -> str:
     return content or ""
 
 
-def chat_tools(body: ResponsesRequest) -> list[Tool] | None:
+def chat_tools(body: ResponsesRequest) -> list[ChatTool] | None:
     if not body.tools:
         return None
     return [
-        Tool(type="function", function=FunctionDefinition(
+        ChatTool(function=FunctionDefinition(
             name=t.name, description=t.description, parameters=t.parameters, strict=t.strict))
         for t in body.tools
     ]
@@ -72,7 +74,7 @@ def chat_tools(body: ResponsesRequest) -> list[Tool] | None:
 
 def chat_tool_choice(choice: str | FunctionToolChoice | None) -> ToolChoice | None:
     if isinstance(choice, FunctionToolChoice):
-        return NamedToolChoice(type="function", function=NamedFunction(name=choice.name))
+        return NamedToolChoice(function=NamedFunction(name=choice.name))
     return choice
 
 
@@ -81,8 +83,8 @@ def chat_response_format(text: TextConfig | None) -> ResponseFormat | None:
         return None
     fmt = text.format
     if fmt.type == "json_object":
-        return ResponseFormat(type="json_object")
-    if fmt.name is None or fmt.schema is None:
-        raise InvalidRequest("a json_schema text format needs `name` and `schema`", param="text.format")
-    return ResponseFormat(type="json_schema", json_schema=JSONSchemaFormat(
+        return ResponseFormatJSONObject()
+    if fmt.name is None:
+        raise InvalidRequest("a json_schema text format needs a `name`", param="text.format.name")
+    return ResponseFormatJSONSchema(json_schema=JSONSchemaSpec(
         name=fmt.name, description=fmt.description, schema=fmt.schema, strict=fmt.strict))

@@ -17,7 +17,7 @@ from gateway import sse
 from gateway.chat_core import plan_chat
 from gateway.generation import collect, new_id, now, started, until_disconnect
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
-from gateway.schemas.chat import ChatDelta, ToolCall
+from gateway.schemas.chat import ChatDelta
 from gateway.schemas.response_events import (
     ContentPartAdded,
     ContentPartDone,
@@ -46,6 +46,7 @@ from gateway.schemas.responses import (
     ResponseUsage,
     TextConfig,
 )
+from gateway.schemas.tools import ToolCall
 
 logger = logging.getLogger("flowgate.gateway")
 

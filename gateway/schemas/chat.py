@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from gateway.schemas.sampling import SamplingFields
+from gateway.schemas.tools import ChatTool, ResponseFormat, ToolCall, ToolChoice
 from gateway.schemas.usage import Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -16,17 +17,6 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 class TextPart(msgspec.Struct, kw_only=True):
     type: Literal["text"]
     text: str
-
-
-class FunctionCall(msgspec.Struct, kw_only=True):
-    name: str
-    arguments: str  # a JSON object as text
-
-
-class ToolCall(msgspec.Struct, kw_only=True):
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
 
 
 class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -43,49 +33,13 @@ class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.content or ""
 
 
-class FunctionDefinition(msgspec.Struct, kw_only=True):
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None  # a JSON Schema
-    strict: bool | None = None
-
-
-class Tool(msgspec.Struct, kw_only=True):
-    type: Literal["function"]
-    function: FunctionDefinition
-
-
-class NamedFunction(msgspec.Struct, kw_only=True):
-    name: str
-
-
-class NamedToolChoice(msgspec.Struct, kw_only=True):
-    type: Literal["function"]
-    function: NamedFunction
-
-
-ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
-
-
-class JSONSchemaFormat(msgspec.Struct, kw_only=True):
-    name: str
-    description: str | None = None
-    schema: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class ResponseFormat(msgspec.Struct, kw_only=True):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
-
-
 class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = None  # deprecated by OpenAI, still widely sent
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None  # wins over max_tokens
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
-    tools: list[Tool] | None = None
+    tools: list[ChatTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
