@@ -6,7 +6,7 @@ Token layout of one step (T tokens in all), as built by the model runner:
     |<------ num_decode_tokens ------->|<------------ T - num_decode_tokens ------------->|
 
 New K/V are scattered into the cache first (slot_mapping), so every query attends through the block
-table only. On CUDA the Triton kernels run; on CPU their torch references.
+table only. On CUDA the Triton kernels run; on CPU their torch references (see engine.kernel_path).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.kernel_path import use_triton
 from kernels import kv_write, paged_attention_decode, paged_attention_prefill
 
 
@@ -35,7 +36,7 @@ class AttentionMetadata:
 
 
 def write_kv(key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
-    op = kv_write.write_kv if key.is_cuda else kv_write.write_kv_ref
+    op = kv_write.write_kv if use_triton(key) else kv_write.write_kv_ref
     op(key, value, k_cache, v_cache, meta.slot_mapping)
 
 
@@ -45,12 +46,12 @@ def paged_attention(q, k_cache, v_cache, meta: AttentionMetadata, scale: float) 
     nd = meta.num_decode_tokens
     if nd:
         op = paged_attention_decode.paged_attention_decode
-        if not q.is_cuda:
+        if not use_triton(q):
             op = paged_attention_decode.paged_attention_decode_ref
         out[:nd] = op(q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale)
     if meta.num_prefills:
         op = paged_attention_prefill.paged_attention_prefill
-        if not q.is_cuda:
+        if not use_triton(q):
             op = paged_attention_prefill.paged_attention_prefill_ref
         out[nd:] = op(
             q[nd:],

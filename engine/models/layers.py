@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.kernel_path import use_triton
 from engine.models.awq import awq_linear_factory
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import apply_rotary, apply_rotary_ref, rope_cos_sin_cache, rope_inv_freq
@@ -65,7 +66,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """normed x, or with a residual: (normed(x + residual), x + residual)."""
-        op = rms_norm if x.is_cuda else rms_norm_ref
+        op = rms_norm if use_triton(x) else rms_norm_ref
         return op(x, self.weight, self.eps, residual)
 
 
@@ -80,5 +81,5 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """q [T, Hq, D], k [T, Hkv, D] -> rotated (q, k)."""
-        op = apply_rotary if q.is_cuda else apply_rotary_ref
+        op = apply_rotary if use_triton(q) else apply_rotary_ref
         return op(q, k, positions, self.cos_sin_cache)
