@@ -8,7 +8,10 @@ Rules, identical however the text is split into deltas:
   it wrote otherwise (strings, escapes and numbers untouched); it is valid JSON because the grammar made it.
 - A call is reported only once its arguments object is closed: its start (index, `call_<random>` id,
   name) and its argument fragments come out together. A call that max_tokens cuts short is never
-  reported; `dropped_incomplete_call` tells the gateway it happened (finish_reason stays "length").
+  reported, not even its start, so no stream ever shows a broken call; pass `truncated=True` to
+  finish() when the output ended on max_tokens, and `dropped_incomplete_call` says a call was dropped.
+  The gateway then reports finish_reason "length" (or "tool_calls" if earlier calls were complete:
+  finish_reason is "tool_calls" exactly when tool_calls is non-empty).
 """
 
 from __future__ import annotations
@@ -118,12 +121,14 @@ class ToolCallParser:
             pass
         return events
 
-    def finish(self) -> list[ToolCallEvent]:
+    def finish(self, truncated: bool = False) -> list[ToolCallEvent]:
+        """End of output. `truncated` (finish_reason "length"): a trailing partial `<tool_call>` was a
+        call being opened, not content."""
         events: list[ToolCallEvent] = []
-        if self._state == "text":
+        cut_while_opening = self._state == "text" and truncated and bool(self._buffer)
+        if self._state == "text" and not cut_while_opening:
             self._content(self._buffer, events)
-        elif self._state in ("header", "arguments"):
-            self.dropped_incomplete_call = True
+        self.dropped_incomplete_call = cut_while_opening or self._state in ("header", "arguments")
         self._buffer = ""
         self._held_whitespace = ""
         return events
@@ -191,11 +196,11 @@ class ToolCallParser:
             events.append(ContentDelta(body))
 
 
-def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+def parse_tool_calls(text: str, truncated: bool = False) -> tuple[str | None, list[ToolCall]]:
     """The whole output at once: (content, or None if there is none; the complete tool calls)."""
     parser = ToolCallParser()
     parser.feed(text)
-    parser.finish()
+    parser.finish(truncated)
     return parser.content, parser.tool_calls
 
 

@@ -1,8 +1,12 @@
 """Reject tool and response_format requests the grammar cannot honour, as 400s naming the parameter.
 
-With `strict: true` a schema may only use keywords the xgrammar grammar enforces exactly (the set below
-was measured, see tests/engine/test_grammar.py); annotations are always accepted. Without `strict` the
-same schema is enforced as far as the grammar can and the rest is ignored, as OpenAI's non-strict mode.
+With `strict: true` a schema may only use keywords the xgrammar grammar enforces exactly (measured by
+random walks through the grammar in tests/gateway/test_tools_conformance.py); annotations are always
+accepted. `format` is enforced syntactically for the listed formats (a "date" may be 2024-02-31, an
+"ipv4" octet may have leading zeros), which is all JSON Schema asks of `format` by default. A string's
+length bounds, `pattern` and `format` cannot be combined: xgrammar keeps only one of them. Without
+`strict` the same schema is enforced as far as the grammar can and the rest is ignored, as OpenAI's
+non-strict mode.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ ENFORCED_KEYWORDS = frozenset(
      "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 )  # fmt: skip
 ENFORCED_FORMATS = frozenset(
-    {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uri",
-     "uri-reference", "uuid"}
+    {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uri", "uri-reference",
+     "uri-template", "json-pointer", "relative-json-pointer", "uuid"}
 )  # fmt: skip
+_BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> subschema
 _SCHEMA_LISTS = ("anyOf", "prefixItems")
 _SCHEMA_VALUES = ("additionalProperties", "items")
@@ -139,10 +144,14 @@ def _unenforced(schema: Any, path: str, depth: int):
 
 
 def _enforceable(schema: dict, keyword: str, value: Any) -> bool:
+    if keyword in ("minLength", "maxLength"):
+        return "pattern" not in schema and "format" not in schema
+    if keyword == "pattern":
+        return "format" not in schema
     if keyword == "format":
         return value in ENFORCED_FORMATS
-    if keyword == "multipleOf":  # xgrammar ignores it on numbers
-        return schema.get("type") == "integer"
+    if keyword == "multipleOf":  # xgrammar ignores it on numbers and on bounded integers
+        return schema.get("type") == "integer" and not _BOUNDS & schema.keys()
     if keyword == "$ref":  # local references only
         return isinstance(value, str) and value.startswith("#")
     if keyword == "items":  # draft-4 tuple form (a list) is not supported
