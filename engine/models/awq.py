@@ -3,9 +3,9 @@
     qweight [K, N // 8] int32    qzeros [K // g, N // 8] int32    scales [K // g, N] fp16    bias [N] model dtype
 
 Fused layers (q|k|v, gate|up) concatenate their shards' packed columns: each shard's N is a multiple of 8, so
-no int32 straddles two shards. On CUDA the Triton GEMM dequantizes in registers. On CPU the weight is
-dequantized once after loading into a dense [K, N] copy in the model dtype (fp32 there): CPU serving keeps
-the checkpoint's int4 numerics, not its memory saving.
+no int32 straddles two shards. On CUDA (or with FLOWGATE_KERNELS=triton) the Triton GEMM dequantizes in
+registers. On CPU the weight is dequantized once after loading into a dense [K, N] copy in the model dtype
+(fp32 there): CPU serving keeps the checkpoint's int4 numerics, not its memory saving.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import torch
 from torch import nn
 
+from engine.kernel_path import use_triton
 from kernels.awq_gemm import awq_dequantize_ref, awq_gemm
 
 _SUPPORTED = {"bits": 4, "zero_point": True, "version": "gemm"}
@@ -60,7 +61,7 @@ class AWQLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if x.is_cuda:
+        if use_triton(x):
             out = awq_gemm(flat, self.qweight, self.qzeros, self.scales, self.group_size)
         else:
             assert self.dense_weight is not None, "process_weights_after_loading() was not called"
