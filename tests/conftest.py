@@ -1,5 +1,8 @@
 import os
 
+# Test processes share two cores with the engine and server processes they start: see engine/core.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Triton reads this when kernels are defined: on a machine without CUDA the kernels run in its interpreter.
 if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
