@@ -1,0 +1,157 @@
+"""`flowgate bench quantize`: fp32 against round-to-nearest int4 and AWQ int4 on the same model.
+
+Both int4 checkpoints are written by our quantizer (same group size, same AutoAWQ format) and served through
+the engine's loader, so what is measured is what `flowgate serve` runs:
+
+    perplexity       teacher-forced, on the held-out text tests/data/heldout.txt (disjoint from calibration)
+    weight bytes     the quantizable linears (q/k/v/o/gate/up/down): fp16 (and fp32) sizes against
+                     qweight + qzeros + scales; whole checkpoint files too (embeddings stay fp16)
+    greedy agreement 8 chat prompts x up to 32 tokens (or the end of turn) through LLMEngine, against the fp32
+                     model: the fraction of its tokens before the first divergence, and how many
+                     continuations match exactly
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from safetensors import safe_open
+
+from engine import assets
+from engine.config import EngineConfig
+from engine.llm_engine import LLMEngine
+from engine.models.loader import load_model
+from engine.models.testing import prompt_logits
+from engine.protocol import SamplingParams
+from engine.quant.awq import quantize_model
+from engine.tokenizer import Tokenizer
+
+HELDOUT_TEXT = Path(__file__).resolve().parents[2] / "tests" / "data" / "heldout.txt"
+WINDOW = 512
+NUM_GREEDY_TOKENS = 32
+CHAT_PROMPTS = (
+    "What is the capital of France?",
+    "Give me three tips for sleeping better.",
+    "Explain what a prime number is to a ten-year-old.",
+    "Write a haiku about autumn leaves.",
+    "How do I boil an egg?",
+    "What causes the seasons on Earth?",
+    "Suggest a name for a friendly robot.",
+    "Why is the sky blue?",
+)
+
+console = Console(stderr=True)
+
+
+def run(model: str, group_size: int, as_json: bool) -> dict:
+    source = assets.resolve(model)
+    token_ids = Tokenizer.from_dir(source).encode(HELDOUT_TEXT.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="flowgate-quantize-bench-") as tmp:
+        awq = quantize_model(source, Path(tmp) / "awq", group_size=group_size, console=console)
+        rtn = quantize_model(
+            source, Path(tmp) / "rtn", group_size=awq.group_size, activation_aware=False, console=console
+        )
+        console.print("perplexity and greedy agreement ...")
+        reference = greedy_continuations(source)
+        result = {
+            "model": str(source),
+            "group_size": awq.group_size,
+            "heldout_tokens": len(token_ids),
+            "awq_seconds": awq.seconds,
+            "ppl_fp32": perplexity(source, token_ids),
+            "ppl_rtn": perplexity(rtn.path, token_ids),
+            "ppl_awq": perplexity(awq.path, token_ids),
+            **linear_weight_bytes(awq.path),
+            "checkpoint_bytes_fp32": _file_bytes(source),
+            "checkpoint_bytes_awq": _file_bytes(awq.path),
+            **{f"rtn_{k}": v for k, v in agreement(reference, greedy_continuations(rtn.path)).items()},
+            **{f"awq_{k}": v for k, v in agreement(reference, greedy_continuations(awq.path)).items()},
+        }
+    _report(result, as_json)
+    return result
+
+
+def perplexity(path: Path, token_ids: list[int]) -> float:
+    """exp(mean next-token NLL) over consecutive windows of WINDOW predicted tokens."""
+    model, _ = load_model(path, torch.float32, "cpu")
+    total, count = 0.0, 0
+    for start in range(0, len(token_ids) - 1, WINDOW):
+        window = token_ids[start : start + WINDOW + 1]
+        logits = prompt_logits(model, window[:-1])
+        total += F.cross_entropy(logits, torch.tensor(window[1:]), reduction="sum").item()
+        count += len(window) - 1
+    return math.exp(total / count)
+
+
+def linear_weight_bytes(awq_dir: Path) -> dict:
+    """Bytes of the quantized linears as fp32, as fp16, and as AWQ int4 (qweight + qzeros + scales)."""
+    elements = awq_bytes = 0
+    with safe_open(awq_dir / "model.safetensors", "pt") as f:
+        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            if name.endswith((".qweight", ".qzeros", ".scales")):
+                tensor = f.get_tensor(name)
+                awq_bytes += tensor.numel() * tensor.element_size()
+                if name.endswith(".qweight"):
+                    elements += tensor.numel() * 8
+    return {"weight_bytes_fp32": 4 * elements, "weight_bytes_fp16": 2 * elements, "weight_bytes_awq": awq_bytes}
+
+
+def greedy_continuations(path: Path) -> list[list[int]]:
+    engine = LLMEngine(EngineConfig(model=str(path), dtype="float32", kv_cache_bytes=64 << 20))
+    prompts = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in CHAT_PROMPTS]
+    params = SamplingParams(temperature=0.0, max_tokens=NUM_GREEDY_TOKENS)
+    return [out.outputs[0].token_ids for out in engine.generate(prompts, params)]
+
+
+def agreement(reference: list[list[int]], candidate: list[list[int]]) -> dict:
+    prefixes = [_common_prefix(r, c) for r, c in zip(reference, candidate, strict=True)]
+    return {
+        "greedy_prefix_fraction": sum(prefixes) / sum(len(r) for r in reference),
+        "greedy_exact_matches": sum(r == c for r, c in zip(reference, candidate, strict=True)),
+        "greedy_prompts": len(reference),
+    }
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _file_bytes(model_dir: Path) -> int:
+    return sum(f.stat().st_size for f in model_dir.iterdir() if f.suffix == ".safetensors")
+
+
+def _report(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    mib = 1 << 20
+    table = Table(title=f"flowgate bench quantize: {result['model']} (group size {result['group_size']})")
+    for column in ("weights", "perplexity", "vs fp32", "linear weights", "checkpoint", "greedy agreement"):
+        table.add_column(column, justify="left" if column == "weights" else "right")
+    fp32 = result["ppl_fp32"]
+    table.add_row(
+        "fp32", f"{fp32:.3f}", "", f"{result['weight_bytes_fp32'] / mib:.1f} MiB",
+        f"{result['checkpoint_bytes_fp32'] / mib:.1f} MiB", "reference",
+    )
+    table.add_row("fp16 (size only)", "", "", f"{result['weight_bytes_fp16'] / mib:.1f} MiB", "", "")
+    for name, key in (("round-to-nearest int4", "rtn"), ("AWQ int4", "awq")):
+        ppl = result[f"ppl_{key}"]
+        table.add_row(
+            name, f"{ppl:.3f}", f"+{ppl - fp32:.3f}",
+            f"{result['weight_bytes_awq'] / mib:.1f} MiB "
+            f"({result['weight_bytes_awq'] / result['weight_bytes_fp16']:.1%} of fp16)",
+            f"{result['checkpoint_bytes_awq'] / mib:.1f} MiB" if key == "awq" else "same",
+            f"{result[f'{key}_greedy_prefix_fraction']:.1%} prefix, "
+            f"{result[f'{key}_greedy_exact_matches']}/{result[f'{key}_greedy_prompts']} exact",
+        )
+    Console().print(table)
+    console.print(
+        f"held-out text: {result['heldout_tokens']} tokens; AWQ quantization took {result['awq_seconds']:.0f} s"
+    )
