@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from engine.client import AsyncEngine
@@ -20,6 +22,6 @@ class ChatController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a chat completion (server-sent events when `stream` is true)")
     async def create(
-        self, data: ChatCompletionRequest, engine: AsyncEngine, state: State, request: Request
+        self, data: JSONBody[ChatCompletionRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
     ) -> ChatCompletion | Stream:
         return await create_chat_completion(data, require_model(data.model, state), engine, request)

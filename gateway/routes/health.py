@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from litestar import get
+from litestar.di import NamedDependency
 
 from engine.client import AsyncEngine
 from engine.errors import EngineDead
@@ -19,7 +20,7 @@ def health() -> Health:
 
 
 @get("/ready", tags=("health",), summary="The model is loaded and the engine loop answers, with its stats")
-async def ready(engine: AsyncEngine) -> Readiness:
+async def ready(engine: NamedDependency[AsyncEngine]) -> Readiness:
     if not engine.is_alive():
         raise EngineDead("the engine process has stopped")
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from engine.client import AsyncEngine
@@ -20,6 +22,6 @@ class ResponsesController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a model response (stateless; Responses events when `stream` is true)")
     async def create(
-        self, data: ResponsesRequest, engine: AsyncEngine, state: State, request: Request
+        self, data: JSONBody[ResponsesRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
     ) -> ResponseObject | Stream:
         return await create_response(data, require_model(data.model, state), engine, request)

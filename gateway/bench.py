@@ -1,0 +1,152 @@
+"""`flowgate bench gateway`: the latency HTTP adds on top of the engine.
+
+The same short greedy chat request is timed two ways, alternating so that machine noise hits both alike:
+through a `flowgate serve` process (openai-style JSON over HTTP: parsing, validation, prompt rendering,
+the engine round trip, response encoding) and straight through an AsyncEngine in this process (the prompt
+rendered once up front). Both engines load the same model with the same settings and produce the same
+tokens; the added latency is the difference of the medians.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+from engine.client import AsyncEngine
+from engine.protocol import GenerateRequest, SamplingParams
+from gateway.chat_core import plan_chat
+from gateway.schemas.chat import ChatMessage
+from gateway.settings import Settings
+
+PROMPT = "Write one short sentence about the sea."
+WARMUP_ROUNDS = 2
+READY_TIMEOUT_S = 300.0
+
+
+def run(model: str = "smollm2-135m", num_requests: int = 20, max_tokens: int = 8, as_json: bool = False) -> dict:
+    result = asyncio.run(_measure(model, num_requests, max_tokens))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    return result
+
+
+async def _measure(model: str, num_requests: int, max_tokens: int) -> dict:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--model", model, "--port", str(port)],
+        env={**os.environ, "FLOWGATE_LOG_LEVEL": "warning"},
+    )
+    engine = await AsyncEngine.start(Settings.from_env(model=model).engine)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=READY_TIMEOUT_S) as http:
+            await _wait_ready(http, server)
+            direct = _direct_call(engine, max_tokens)
+            via_http = _http_call(http, engine.model_info.name, max_tokens)
+            for _ in range(WARMUP_ROUNDS):
+                assert await direct() == await via_http(), "the two paths must generate the same tokens"
+            direct_s, http_s = [], []
+            for _ in range(num_requests):
+                direct_s.append(await _timed(direct))
+                http_s.append(await _timed(via_http))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        await engine.shutdown()
+    return {
+        "model": model,
+        "requests": num_requests,
+        "max_tokens": max_tokens,
+        "direct_p50_ms": _ms(statistics.median(direct_s)),
+        "http_p50_ms": _ms(statistics.median(http_s)),
+        "added_p50_ms": _ms(statistics.median(http_s) - statistics.median(direct_s)),
+        "added_p50_of_pairs_ms": _ms(statistics.median(h - d for h, d in zip(http_s, direct_s, strict=True))),
+        "direct_p90_ms": _ms(_p90(direct_s)),
+        "http_p90_ms": _ms(_p90(http_s)),
+    }
+
+
+def _direct_call(engine: AsyncEngine, max_tokens: int):
+    prompt = plan_chat(engine.tokenizer, [ChatMessage(role="user", content=PROMPT)]).prompt
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    counter = iter(range(1 << 62))
+
+    async def call() -> int:
+        num_tokens = 0
+        request = GenerateRequest(request_id=f"bench-{next(counter)}", prompt=prompt, params=params)
+        async for out in engine.generate(request):
+            num_tokens += sum(len(c.token_ids) for c in out.outputs)
+        return num_tokens
+
+    return call
+
+
+def _http_call(http: httpx.AsyncClient, model: str, max_tokens: int):
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
+            "temperature": 0}
+
+    async def call() -> int:
+        response = await http.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
+
+    return call
+
+
+async def _timed(call) -> float:
+    start = time.perf_counter()
+    await call()
+    return time.perf_counter() - start
+
+
+async def _wait_ready(http: httpx.AsyncClient, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"flowgate serve exited with {server.returncode}")
+        try:
+            if (await http.get("/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError("flowgate serve did not become ready")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"gateway overhead: {result['requests']} greedy chat requests, "
+                        f"max_tokens={result['max_tokens']}, {result['model']}")
+    for column in ("path", "p50 ms", "p90 ms"):
+        table.add_column(column)
+    table.add_row("AsyncEngine directly", str(result["direct_p50_ms"]), str(result["direct_p90_ms"]))
+    table.add_row("HTTP /v1/chat/completions", str(result["http_p50_ms"]), str(result["http_p90_ms"]))
+    table.add_row("added by HTTP (p50)", str(result["added_p50_ms"]), "")
+    table.add_row("added, median of pairs", str(result["added_p50_of_pairs_ms"]), "")
+    Console().print(table)
