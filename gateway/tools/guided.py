@@ -66,7 +66,7 @@ def build_guided(
     return _structural_tag(calls)  # required or named
 
 
-def call_schema(tool: ChatTool) -> dict:
+def _arguments_schema(tool: ChatTool) -> dict:
     """What a call's arguments must match; no `parameters` means the function takes none."""
     return NO_ARGUMENTS if tool.function.parameters is None else tool.function.parameters
 
@@ -75,7 +75,7 @@ def _call_tag(tool: ChatTool) -> dict:
     return {
         "type": "tag",
         "begin": call_header(tool.function.name),
-        "content": {"type": "json_schema", "json_schema": call_schema(tool)},
+        "content": {"type": "json_schema", "json_schema": _arguments_schema(tool)},
         "end": CALL_TRAILER,
     }
 

@@ -40,7 +40,14 @@ ENFORCED_FORMATS = frozenset(
     {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uri", "uri-reference",
      "uri-template", "json-pointer", "relative-json-pointer", "uuid"}
 )  # fmt: skip
-_BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+# Keywords xgrammar ignores unless the schema's own "type" names one of these.
+_TYPED_KEYWORDS = {
+    **{keyword: frozenset({"string"}) for keyword in ("minLength", "maxLength", "pattern", "format")},
+    **{keyword: frozenset({"integer", "number"}) for keyword in _BOUNDS},
+    "multipleOf": frozenset({"integer"}),
+    **{keyword: frozenset({"array"}) for keyword in ("minItems", "maxItems")},
+}
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> subschema
 _SCHEMA_LISTS = ("anyOf", "prefixItems")
 _SCHEMA_VALUES = ("additionalProperties", "items")
@@ -111,7 +118,7 @@ def check_schema(schema: dict, *, strict: bool, param: str) -> None:
         raise InvalidRequest(f"{param} is nested too deeply", param=param) from e
     problems = list(_unenforced(schema, "#", 0)) if strict else []
     if problems:
-        listed = "; ".join(f"{keyword!r} at {path}" for path, keyword in problems[:5])
+        listed = "; ".join(f"{keyword!r} at {path} ({reason})" for path, keyword, reason in problems[:5])
         raise InvalidRequest(
             f"{param} uses schema keywords that strict mode cannot enforce: {listed}. "
             f"Supported: {', '.join(sorted(ENFORCED_KEYWORDS))}; formats: {', '.join(sorted(ENFORCED_FORMATS))}; "
@@ -122,38 +129,61 @@ def check_schema(schema: dict, *, strict: bool, param: str) -> None:
 
 
 def _unenforced(schema: Any, path: str, depth: int):
-    """(path, keyword) for every keyword the grammar would not enforce exactly."""
+    """(path, keyword, reason) for every keyword the grammar would not enforce exactly."""
     if not isinstance(schema, dict):
         return
     if depth > MAX_SCHEMA_DEPTH:
-        yield path, "(nesting deeper than 32)"
+        yield path, "(nesting)", f"deeper than {MAX_SCHEMA_DEPTH} levels"
         return
     for keyword, value in schema.items():
         if keyword in ANNOTATION_KEYWORDS:
             continue
-        if keyword not in ENFORCED_KEYWORDS or not _enforceable(schema, keyword, value):
-            yield path, keyword
-        elif keyword in _SCHEMA_MAPS and isinstance(value, dict):
+        reason = (
+            "not enforced by the grammar"
+            if keyword not in ENFORCED_KEYWORDS
+            else _why_not(schema, keyword, value)
+        )
+        if reason:
+            yield path, keyword, reason
+        elif keyword in _SCHEMA_MAPS:
             for name, sub in value.items():
                 yield from _unenforced(sub, f"{path}/{keyword}/{name}", depth + 1)
-        elif keyword in _SCHEMA_LISTS and isinstance(value, list):
+        elif keyword in _SCHEMA_LISTS:
             for i, sub in enumerate(value):
                 yield from _unenforced(sub, f"{path}/{keyword}/{i}", depth + 1)
         elif keyword in _SCHEMA_VALUES:
             yield from _unenforced(value, f"{path}/{keyword}", depth + 1)
 
 
-def _enforceable(schema: dict, keyword: str, value: Any) -> bool:
-    if keyword in ("minLength", "maxLength"):
-        return "pattern" not in schema and "format" not in schema
-    if keyword == "pattern":
-        return "format" not in schema
-    if keyword == "format":
-        return value in ENFORCED_FORMATS
-    if keyword == "multipleOf":  # xgrammar ignores it on numbers and on bounded integers
-        return schema.get("type") == "integer" and not _BOUNDS & schema.keys()
-    if keyword == "$ref":  # local references only
-        return isinstance(value, str) and value.startswith("#")
-    if keyword == "items":  # draft-4 tuple form (a list) is not supported
-        return isinstance(value, dict | bool)
-    return True
+def _why_not(schema: dict, keyword: str, value: Any) -> str | None:
+    """Why xgrammar would not enforce this (measured) use of a supported keyword, or None if it does."""
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if keyword in _TYPED_KEYWORDS and not types & _TYPED_KEYWORDS[keyword]:
+        return f"only enforced next to type {' or '.join(sorted(_TYPED_KEYWORDS[keyword]))}"
+    if keyword in ("minLength", "maxLength") and {"pattern", "format"} & schema.keys():
+        return "cannot be combined with pattern or format"
+    if keyword == "pattern" and "format" in schema:
+        return "cannot be combined with format"
+    if keyword == "format" and value not in ENFORCED_FORMATS:
+        return f"format {value!r} is not enforced"
+    if keyword == "multipleOf" and (types != {"integer"} or _BOUNDS & schema.keys()):
+        return "only enforced on integers without minimum or maximum"
+    if keyword in ("anyOf", "$ref") and schema.keys() - ANNOTATION_KEYWORDS - {
+        keyword,
+        "$defs",
+        "definitions",
+    }:
+        return "cannot be combined with other keywords in the same schema"
+    if keyword == "$ref" and not value.startswith("#"):
+        return "only local references are resolved"
+    if keyword == "items" and not isinstance(value, dict | bool):
+        return "must be a schema"
+    if keyword == "required" and set(value) - set(schema.get("properties", {})):
+        return f"names {sorted(set(value) - set(schema.get('properties', {})))} that are not in properties"
+    if keyword in ("enum", "const"):  # the listed values are emitted whatever the sibling keywords say
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
+        values = value if keyword == "enum" else [value]
+        if not all(jsonschema.Draft202012Validator(rest).is_valid(v) for v in values):
+            return "a listed value does not satisfy the other keywords"
+    return None

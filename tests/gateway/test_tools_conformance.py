@@ -46,6 +46,7 @@ KEYWORD_SCHEMAS = [
     {"type": "object", "properties": {"a": INT}, "additionalProperties": False},
     {"type": "object", "properties": {"u": {"anyOf": [{"type": "integer", "maximum": 3}, {"type": "string", "maxLength": 2}, {"type": "null"}]}}, "required": ["u"]},
     {"type": "object", "properties": {"v": {"type": ["boolean", "null", "integer"]}}, "required": ["v"]},
+    {"type": "object", "properties": {"s": {"type": ["string", "null"], "maxLength": 3}, "n": {"type": ["integer", "null"], "minimum": 2}}, "required": ["s", "n"]},
     {
         "$defs": {"pt": {"type": "object", "properties": {"x": {"type": "number"}, "y": INT}, "required": ["x", "y"]}},
         "definitions": {"tag": {"type": "string", "maxLength": 3}},
@@ -97,17 +98,12 @@ def engine(bundled_model_dir) -> LLMEngine:
     return LLMEngine(EngineConfig(model=str(bundled_model_dir), kv_cache_bytes=128 << 20, max_model_len=2048))
 
 
+MODEL_CASES = [("required", True), ("required", False), ("named", True), ("named", False)] * 2 + [("auto", True), ("auto", False)]
+
+
 def test_model_tool_calls_validate_against_random_schemas(engine):
     rng = random.Random(1234)
-    modes = [("required", True), ("required", False), ("named", True), ("named", False), ("auto", True), ("auto", False)]
-    cases = []
-    for i in range(12):
-        tools = [_random_tool(rng, f"fn_{i}_{j}") for j in range(rng.randint(1, 2))]
-        choice, parallel = modes[i % len(modes)]
-        if choice == "named":
-            choice = {"type": "function", "function": {"name": rng.choice(tools)["function"]["name"]}}
-        validate_tools(tools, choice, parallel)
-        cases.append((tools, choice, parallel))
+    cases = [_random_case(rng, i, choice, parallel) for i, (choice, parallel) in enumerate(MODEL_CASES)]
     messages = [{"role": "user", "content": "Please use the tools to help me plan my trip to Paris."}]
     prompts = [render_prompt(engine.tokenizer, messages, tools, choice) for tools, choice, _ in cases]
     params = [
@@ -121,10 +117,8 @@ def test_model_tool_calls_validate_against_random_schemas(engine):
         [completion] = output.outputs
         content, calls = parse_tool_calls(completion.text, truncated=completion.finish_reason == "length")
         schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
-        for call in calls:
-            num_calls += 1
-            if call.function.name in schemas and _is_valid(json.loads(call.function.arguments), schemas[call.function.name]):
-                num_valid += 1
+        num_calls += len(calls)
+        num_valid += sum(c.function.name in schemas and _is_valid(c, schemas[c.function.name]) for c in calls)
         if not parallel:
             assert len(calls) <= 1
         if choice != "auto":
@@ -134,14 +128,44 @@ def test_model_tool_calls_validate_against_random_schemas(engine):
         if isinstance(choice, dict):
             assert {c.function.name for c in calls} <= {choice["function"]["name"]}
     print(f"\ntool-call validity: {num_valid}/{num_calls} = {num_valid / max(num_calls, 1):.1%}")
-    assert num_calls >= 6 and num_valid == num_calls
+    assert num_valid == num_calls >= 6
     assert num_forced_complete >= 6  # most forced runs finish their call within max_tokens
+
+
+def test_model_answers_in_the_requested_json(engine):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "population": {"type": "integer", "minimum": 0}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    formats = [{"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}]
+    messages = [{"role": "user", "content": "Give me the largest city of France and its population as JSON."}]
+    prompt = render_prompt(engine.tokenizer, messages, None, None)
+    params = [SamplingParams(temperature=0.0, max_tokens=48, guided=build_guided(None, None, None, f)) for f in formats]
+    for output, expected in zip(engine.generate([prompt, prompt], params), [{"type": "object"}, schema], strict=True):
+        [completion] = output.outputs
+        assert completion.finish_reason == "stop", completion.text
+        jsonschema.validate(json.loads(completion.text), expected)
+
+
+def _random_case(rng: random.Random, i: int, choice: str, parallel: bool):
+    tools = [_random_tool(rng, f"fn_{i}_{j}") for j in range(rng.randint(1, 2))]
+    if choice == "named":
+        choice = {"type": "function", "function": {"name": rng.choice(tools)["function"]["name"]}}
+    validate_tools(tools, choice, parallel)
+    return tools, choice, parallel
 
 
 def _random_tool(rng: random.Random, name: str) -> dict:
     return {
         "type": "function",
-        "function": {"name": name, "description": "Plan a part of the trip", "parameters": _random_object(rng, 0)},
+        "function": {
+            "name": name,
+            "description": "Plan a part of the trip",
+            "parameters": _random_object(rng, 0),
+            "strict": True,
+        },
     }
 
 
@@ -179,8 +203,8 @@ def _random_value(rng: random.Random, depth: int) -> dict:
     return _random_object(rng, depth)
 
 
-def _is_valid(instance, schema) -> bool:
-    return jsonschema.Draft202012Validator(schema).is_valid(instance)
+def _is_valid(call, schema) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(json.loads(call.function.arguments))
 
 
 def _keywords(schema) -> set[str]:

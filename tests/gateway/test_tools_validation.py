@@ -84,8 +84,8 @@ def test_parallel_tool_calls_must_be_a_boolean():
 
 
 UNENFORCEABLE = [
-    ({"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}, "uniqueItems"),
-    ({"tags": {"type": "array", "contains": {"const": 1}}}, "contains"),
+    ({"v": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}, "uniqueItems"),
+    ({"v": {"type": "array", "contains": {"const": 1}}}, "contains"),
     ({"v": {"oneOf": [{"type": "integer"}, {"type": "number"}]}}, "oneOf"),
     ({"v": {"allOf": [{"type": "integer"}, {"minimum": 3}]}}, "allOf"),
     ({"v": {"not": {"type": "integer"}}}, "not"),
@@ -102,6 +102,14 @@ UNENFORCEABLE = [
     ({"v": {"type": "object", "patternProperties": {"^a": {"type": "integer"}}}}, "patternProperties"),
     ({"v": {"type": "object", "minProperties": 1}}, "minProperties"),
     ({"v": {"type": "integer", "minimun": 3}}, "minimun"),  # a typo is not silently ignored
+    ({"v": {"type": "string", "enum": ["a", 1]}}, "enum"),  # 1 is no string, yet the grammar would emit it
+    ({"v": {"type": "integer", "maximum": 3, "const": 5}}, "const"),
+    ({"v": {"maxLength": 3}}, "maxLength"),  # ignored without "type": "string"
+    ({"v": {"minimum": 3}}, "minimum"),
+    ({"v": {"minItems": 1}}, "minItems"),
+    ({"v": {"type": "string", "anyOf": [{"maxLength": 3}, {"type": "integer"}]}}, "anyOf"),
+    ({"v": {"$ref": "#/$defs/s", "maxLength": 2}}, "$ref"),
+    ({"v": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["b"]}}, "required"),
 ]
 
 
@@ -111,7 +119,7 @@ def test_strict_rejects_what_the_grammar_cannot_enforce(properties, keyword):
     parameters = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": properties}
     error = rejects([tool(parameters, strict=True)])
     assert error.param == "tools[0].function.parameters"
-    assert f"{keyword!r} at #/properties/" in error.message
+    assert f"{keyword!r} at #/properties/v (" in error.message
     assert "Supported: $defs, $ref" in error.message and "uuid" in error.message
     validate_tools([tool(parameters, strict=False)], None, None)  # best effort without strict
     validate_tools([tool(parameters)], None, None)
