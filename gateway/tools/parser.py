@@ -8,10 +8,11 @@ Rules, identical however the text is split into deltas:
   it wrote otherwise (strings, escapes and numbers untouched); it is valid JSON because the grammar made it.
 - A call is reported only once its arguments object is closed: its start (index, `call_<random>` id,
   name) and its argument fragments come out together. A call that max_tokens cuts short is never
-  reported, not even its start, so no stream ever shows a broken call; pass `truncated=True` to
-  finish() when the output ended on max_tokens, and `dropped_incomplete_call` says a call was dropped.
-  The gateway then reports finish_reason "length" (or "tool_calls" if earlier calls were complete:
-  finish_reason is "tool_calls" exactly when tool_calls is non-empty).
+  reported, not even its start, so no stream ever shows a broken call; `dropped_incomplete_call` says a
+  call was dropped. The gateway then reports finish_reason "length" (or "tool_calls" if earlier calls
+  were complete: finish_reason is "tool_calls" exactly when tool_calls is non-empty). Text ending in a
+  prefix of `<tool_call>` ("<", "<tool", ...) counts as such a cut call, so those last characters are
+  never content.
 """
 
 from __future__ import annotations
@@ -121,17 +122,13 @@ class ToolCallParser:
             pass
         return events
 
-    def finish(self, truncated: bool = False) -> list[ToolCallEvent]:
-        """End of output. `truncated` (finish_reason "length"): a trailing partial `<tool_call>` was a
-        call being opened, not content."""
-        events: list[ToolCallEvent] = []
-        cut_while_opening = self._state == "text" and truncated and bool(self._buffer)
-        if self._state == "text" and not cut_while_opening:
-            self._content(self._buffer, events)
-        self.dropped_incomplete_call = cut_while_opening or self._state in ("header", "arguments")
+    def finish(self) -> list[ToolCallEvent]:
+        """End of output. Nothing still held back is content (it is a call cut short: the start of
+        `<tool_call>`, its header or its arguments), so there are no events left to emit."""
+        self.dropped_incomplete_call = bool(self._buffer) if self._state == "text" else self._state != "trailer"
         self._buffer = ""
         self._held_whitespace = ""
-        return events
+        return []
 
     def _step(self, events: list[ToolCallEvent]) -> bool:
         """Advance one state if the buffer allows; False when more input is needed."""
@@ -196,11 +193,11 @@ class ToolCallParser:
             events.append(ContentDelta(body))
 
 
-def parse_tool_calls(text: str, truncated: bool = False) -> tuple[str | None, list[ToolCall]]:
+def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
     """The whole output at once: (content, or None if there is none; the complete tool calls)."""
     parser = ToolCallParser()
     parser.feed(text)
-    parser.finish(truncated)
+    parser.finish()
     return parser.content, parser.tool_calls
 
 

@@ -115,7 +115,7 @@ def test_model_tool_calls_validate_against_random_schemas(engine):
     num_calls = num_valid = num_forced_complete = 0
     for (tools, choice, parallel), output in zip(cases, outputs, strict=True):
         [completion] = output.outputs
-        content, calls = parse_tool_calls(completion.text, truncated=completion.finish_reason == "length")
+        content, calls = parse_tool_calls(completion.text)
         schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
         num_calls += len(calls)
         num_valid += sum(c.function.name in schemas and _is_valid(c, schemas[c.function.name]) for c in calls)

@@ -28,7 +28,7 @@ OUTPUTS = [
     f"Let me check.\n{WEATHER}",
     f"{WEATHER}\n{TRICKY}",
     f"{TRICKY}\n{WEATHER}\nThe weather is nice.\n",
-    "A lone < sign and <tool_calls> and <tool_ that are not calls <",
+    "A lone < sign and <tool_calls> and <tool_ that are not calls.",
     '<tool_call>\n{"name": "spaced",  "arguments":  { "a" : [ 1 , 2 ] ,\n "b" : "x  y" } }\n</tool_call>',
     WEATHER[:-15],  # cut inside the arguments
     WEATHER[:20],  # cut inside the header
@@ -36,12 +36,12 @@ OUTPUTS = [
 ]
 
 
-def stream(text: str, cuts: list[int], truncated: bool = False):
+def stream(text: str, cuts: list[int]):
     parser, events, start = ToolCallParser(), [], 0
     for cut in [*sorted(cuts), len(text)]:
         events += parser.feed(text[start:cut])
         start = max(start, cut)
-    events += parser.finish(truncated)
+    events += parser.finish()
     return parser, events
 
 
@@ -76,20 +76,22 @@ def test_text_that_only_resembles_markup_is_content():
 
 def test_calls_cut_short_are_dropped():
     for text in (WEATHER[:-15], WEATHER[:20]):
-        parser, events = stream(text, [], truncated=True)
+        parser, events = stream(text, [])
         assert (parser.content, parser.tool_calls, events) == (None, [], [])
         assert parser.dropped_incomplete_call
 
 
-def test_a_call_opening_at_max_tokens_is_dropped_not_content():
-    parser, _ = stream(f"{WEATHER}\n<tool", [], truncated=True)
+def test_a_call_opening_at_the_end_is_dropped_not_content():
+    parser, _ = stream(f"{WEATHER}\n<tool", [])
     assert parser.content is None and len(parser.tool_calls) == 1 and parser.dropped_incomplete_call
-    parser, _ = stream("It ends with <", [], truncated=False)
-    assert parser.content == "It ends with <" and not parser.dropped_incomplete_call
+    parser, _ = stream("It ends with <", [])
+    assert parser.content == "It ends with" and parser.dropped_incomplete_call
+    parser, _ = stream("It ends with <b>", [])
+    assert parser.content == "It ends with <b>" and not parser.dropped_incomplete_call
 
 
 def test_a_complete_call_missing_only_its_closing_tag_counts():
-    content, [call] = parse_tool_calls(WEATHER[: -len("\n</tool_call>")], truncated=True)
+    content, [call] = parse_tool_calls(WEATHER[: -len("\n</tool_call>")])
     assert content is None and call.function.name == "get_weather"
 
 
@@ -107,15 +109,11 @@ def test_a_call_streams_as_start_then_fragments_once_complete():
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    index=st.integers(0, len(OUTPUTS) - 1),
-    cuts=st.lists(st.integers(0, 400), max_size=12),
-    truncated=st.booleans(),
-)
-def test_any_split_gives_the_same_answer_as_the_whole_text(index, cuts, truncated):
+@given(index=st.integers(0, len(OUTPUTS) - 1), cuts=st.lists(st.integers(0, 400), max_size=12))
+def test_any_split_gives_the_same_answer_as_the_whole_text(index, cuts):
     text = OUTPUTS[index]
-    whole, _ = stream(text, [], truncated)
-    parser, events = stream(text, [c % (len(text) + 1) for c in cuts], truncated)
+    whole, _ = stream(text, [])
+    parser, events = stream(text, [c % (len(text) + 1) for c in cuts])
 
     content = "".join(e.text for e in events if isinstance(e, ContentDelta))
     assert (content or None) == parser.content == whole.content
