@@ -7,6 +7,7 @@
 | ModelNotFound, unknown route             | 404    | invalid_request_error |
 | wrong method                             | 405    | invalid_request_error |
 | body over the size limit                 | 413    | invalid_request_error |
+| ClientDisconnected (nobody reads it)     | 499    | invalid_request_error |
 | EngineOverloaded, EngineDead             | 503    | server_error          |
 | anything else                            | 500    | server_error (no internals in the body) |
 """
@@ -33,6 +34,10 @@ logger = logging.getLogger("flowgate.gateway")
 
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the answer was ready; its engine work was aborted."""
 
 
 class ModelNotFound(Exception):
@@ -67,6 +72,8 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
             return error_response(503, exc.message, code=exc.code, headers={"Retry-After": "1"})
         case ModelNotFound():
             return error_response(404, str(exc), param="model", code="model_not_found")
+        case ClientDisconnected():  # nobody reads this; nginx's code for it, and no error log
+            return error_response(499, "The client closed the request.", code="client_closed_request")
         case ValidationException():
             return _validation_error(exc)
         case NotFoundException():

@@ -13,12 +13,9 @@ from litestar import Request
 
 from engine.client import AsyncEngine
 from engine.protocol import GenerateRequest, RequestOutput, merge_outputs
+from gateway.errors import ClientDisconnected
 
 T = TypeVar("T")
-
-
-class ClientDisconnected(Exception):
-    """The client closed the connection before the answer was ready; its engine work was aborted."""
 
 
 def new_id(prefix: str) -> str:

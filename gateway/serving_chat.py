@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -10,7 +9,7 @@ from litestar import Request
 from litestar.response import Stream
 
 from engine.client import AsyncEngine
-from engine.errors import EngineError, InvalidRequest
+from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from gateway import sse
 from gateway.chat_core import ChatPlan, plan_chat
@@ -27,8 +26,6 @@ from gateway.schemas.chat import (
     ChunkChoice,
 )
 from gateway.schemas.usage import Usage
-
-logger = logging.getLogger("flowgate.gateway")
 
 
 async def create_chat_completion(
@@ -58,7 +55,7 @@ async def create_chat_completion(
     if body.stream:
         stream = await started(engine.generate(gen), request)
         chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
-        return Stream(chunks, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     [out] = await until_disconnect(collect(engine, [gen]), request)
     return ChatCompletion(
         id=header.id,
@@ -115,20 +112,12 @@ async def stream_chat(
     parsers = [plan.stream_parser() for _ in range(n)]
     completion_tokens = 0
     last = None
-    try:
-        async for out in stream:
-            last = out
-            for output in out.outputs:
-                completion_tokens += len(output.token_ids)
-                for chunk in _output_chunks(header, output, parsers[output.index]):
-                    yield chunk
-    except EngineError as exc:
-        yield sse.error(exc.message, exc.code, exc.param)
-        return
-    except Exception:
-        logger.exception("chat stream %s failed", header.id)
-        yield sse.error("The server had an error while processing your request.", "internal_error")
-        return
+    async for out in stream:
+        last = out
+        for output in out.outputs:
+            completion_tokens += len(output.token_ids)
+            for chunk in _output_chunks(header, output, parsers[output.index]):
+                yield chunk
     if include_usage and last is not None:
         yield header.chunk([], usage=_usage(last, completion_tokens))
     yield sse.DONE

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from litestar import Request
 from litestar.response import Stream
 
 from engine.client import AsyncEngine
-from engine.errors import EngineError, InvalidRequest
+from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from engine.tokenizer import Tokenizer
 from gateway import sse
@@ -18,8 +17,6 @@ from gateway.logprobs import completion_logprobs
 from gateway.sampling import sampling_params
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from gateway.schemas.usage import Usage
-
-logger = logging.getLogger("flowgate.gateway")
 
 
 async def create_completion(
@@ -46,7 +43,7 @@ async def create_completion(
     if body.stream:
         stream = await started(merged([engine.generate(g) for g in gens]), request)
         chunks = stream_completions(stream, header, echoes, n=body.n, include_usage=body.include_usage)
-        return Stream(chunks, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     outs = await until_disconnect(collect(engine, gens), request)
     header.choices = [
         _choice(i * body.n + c.index, c, echoes[i]) for i, out in enumerate(outs) for c in out.outputs
@@ -108,30 +105,21 @@ async def stream_completions(
     text_offsets: dict[int, int] = {}
     last: dict[int, RequestOutput] = {}
     completion_tokens = 0
-    try:
-        async for prompt_index, out in stream:
-            last[prompt_index] = out
-            for output in out.outputs:
-                completion_tokens += len(output.token_ids)
-                index = prompt_index * n + output.index
-                echo = echoes[prompt_index] if index not in text_offsets else ""
-                offset = text_offsets.get(index, 0) + len(echo)
-                text_offsets[index] = offset + len(output.text)
-                choice = CompletionChoice(
-                    index=index,
-                    text=echo + output.text,
-                    logprobs=completion_logprobs(output.logprobs, offset),
-                    finish_reason=output.finish_reason,
-                )
-                yield sse.data(Completion(id=header.id, created=header.created, model=header.model,
-                                          choices=[choice]))
-    except EngineError as exc:
-        yield sse.error(exc.message, exc.code, exc.param)
-        return
-    except Exception:
-        logger.exception("completion stream %s failed", header.id)
-        yield sse.error("The server had an error while processing your request.", "internal_error")
-        return
+    async for prompt_index, out in stream:
+        last[prompt_index] = out
+        for output in out.outputs:
+            completion_tokens += len(output.token_ids)
+            index = prompt_index * n + output.index
+            echo = echoes[prompt_index] if index not in text_offsets else ""
+            offset = text_offsets.get(index, 0) + len(echo)
+            text_offsets[index] = offset + len(output.text)
+            choice = CompletionChoice(
+                index=index,
+                text=echo + output.text,
+                logprobs=completion_logprobs(output.logprobs, offset),
+                finish_reason=output.finish_reason,
+            )
+            yield sse.data(Completion(id=header.id, created=header.created, model=header.model, choices=[choice]))
     if include_usage:
         usage = _usage(list(last.values()), completion_tokens)
         yield sse.data(Completion(id=header.id, created=header.created, model=header.model, choices=[],

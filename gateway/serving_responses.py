@@ -3,7 +3,6 @@ Responses event stream (see gateway.schemas.response_events for the order)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from litestar import Request
@@ -11,7 +10,7 @@ from litestar.response import Stream
 from msgspec.structs import replace
 
 from engine.client import AsyncEngine
-from engine.errors import EngineError, InvalidRequest
+from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, SamplingParams
 from gateway import sse
 from gateway.chat_core import plan_chat
@@ -48,8 +47,6 @@ from gateway.schemas.responses import (
 )
 from gateway.schemas.tools import ToolCall
 
-logger = logging.getLogger("flowgate.gateway")
-
 
 async def create_response(
     body: ResponsesRequest, model: str, engine: AsyncEngine, request: Request
@@ -76,8 +73,9 @@ async def create_response(
     skeleton = _skeleton(body, model, gen.request_id, params)
     if body.stream:
         stream = await started(engine.generate(gen), request)
-        events = ResponseStream(skeleton).run(stream, plan.stream_parser())
-        return Stream(events, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        events = ResponseStream(skeleton)
+        return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
+                      media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     [out] = await until_disconnect(collect(engine, [gen]), request)
     [choice] = out.outputs
     content, calls = plan.parse(choice.text)
@@ -147,29 +145,23 @@ class ResponseStream:
         yield self._emit(ResponseCreated(response=self.skeleton))
         yield self._emit(ResponseInProgress(response=self.skeleton))
         last, output_tokens, finish_reason = None, 0, None
-        try:
-            async for out in stream:
-                last = out
-                for choice in out.outputs:
-                    output_tokens += len(choice.token_ids)
-                    finish_reason = choice.finish_reason or finish_reason
-                    deltas = parser.feed(choice.text) + (parser.finish() if choice.finish_reason else [])
-                    for delta in deltas:
-                        for event in self._on_delta(delta):
-                            yield event
-        except EngineError as exc:
-            yield self._emit(ErrorEvent(code=exc.code, message=exc.message, param=exc.param))
-            return
-        except Exception:
-            logger.exception("response stream %s failed", self.skeleton.id)
-            yield self._emit(ErrorEvent(code="internal_error",
-                                        message="The server had an error while processing your request."))
-            return
+        async for out in stream:
+            last = out
+            for choice in out.outputs:
+                output_tokens += len(choice.token_ids)
+                finish_reason = choice.finish_reason or finish_reason
+                deltas = parser.feed(choice.text) + (parser.finish() if choice.finish_reason else [])
+                for delta in deltas:
+                    for event in self._on_delta(delta):
+                        yield event
         for event in self._close():
             yield event
         final = _finished(self.skeleton, self.output, last, output_tokens, finish_reason)
         done = ResponseIncomplete if final.status == "incomplete" else ResponseCompleted
         yield self._emit(done(response=final))
+
+    def error_event(self, message: str, code: str | None, param: str | None) -> bytes:
+        return self._emit(ErrorEvent(code=code, message=message, param=param))
 
     def _emit(self, event: Event) -> bytes:
         event.sequence_number = self.sequence_number

@@ -3,11 +3,16 @@ and leaves the server serving."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 import pytest
 from litestar import Litestar, get
 from litestar.testing import TestClient
 
+from engine.errors import EngineDead, EngineOverloaded
+from gateway import sse
 from gateway.errors import openai_exception_handler
 from tests.gateway.conftest import MAX_BODY_BYTES, MAX_MODEL_LEN, MODEL
 
@@ -146,13 +151,40 @@ def test_the_server_still_serves_after_the_errors(http):
     assert response.status_code == 200, response.text
 
 
-def test_unexpected_errors_are_a_500_without_internals():
-    @get("/boom", sync_to_thread=False)
-    def boom() -> None:
-        raise RuntimeError("secret /etc/passwd detail")
+def raising(exc: Exception) -> httpx.Response:
+    """What the one exception handler makes of `exc` raised in a route."""
 
-    app = Litestar([boom], exception_handlers={Exception: openai_exception_handler})
-    with TestClient(app) as test_client:
-        response = test_client.get("/boom")
+    @get("/raise", sync_to_thread=False)
+    def route() -> None:
+        raise exc
+
+    with TestClient(Litestar([route], exception_handlers={Exception: openai_exception_handler})) as test_client:
+        return test_client.get("/raise")
+
+
+def test_unexpected_errors_are_a_500_without_internals():
+    response = raising(RuntimeError("secret /etc/passwd detail"))
     assert_error(response, 500)
     assert "secret" not in response.text and "RuntimeError" not in response.text
+
+
+@pytest.mark.parametrize("exc", [EngineOverloaded("4096 requests in flight"), EngineDead("engine stopped")])
+def test_an_overloaded_or_dead_engine_is_a_503_to_retry(exc):
+    response = raising(exc)
+    assert_error(response, 503, code=exc.code)
+    assert response.headers["retry-after"] == "1"
+
+
+def test_a_failure_after_the_stream_started_ends_it_with_one_error_event():
+    async def events():
+        yield b"data: {}\n\n"
+        raise EngineDead("the engine process has stopped")
+
+    async def drain():
+        return [chunk async for chunk in sse.guarded(events(), sse.error, "test")]
+
+    first, last = asyncio.run(drain())
+    assert first == b"data: {}\n\n"
+    error = json.loads(last.removeprefix(b"data: "))["error"]
+    assert error == {"message": "the engine process has stopped", "type": "server_error", "param": None,
+                     "code": "engine_dead"}
