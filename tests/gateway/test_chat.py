@@ -115,3 +115,10 @@ def test_models(client):
     [model] = client.models.list().data
     assert model.id == MODEL and model.object == "model" and model.owned_by == "flowgate"
     assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_openapi_document_and_docs_page(http):
+    document = http.get("/docs/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"} <= set(document["paths"])
+    page = http.get("/docs/")
+    assert page.status_code == 200 and "swagger" in page.text.lower()

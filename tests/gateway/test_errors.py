@@ -61,6 +61,11 @@ def assert_error(response: httpx.Response, status: int, *, param=None, code=None
          "messages[0].content[0].type"),
         (chat(stream="yes"), "stream"),
         ({"messages": HI}, "model"),
+        (chat(tool_choice="required"), "tool_choice"),
+        (chat(tools=[{"type": "function", "function": {"name": "no spaces allowed"}}]), "tools[0].function.name"),
+        (chat(tools=[{"type": "function", "function": {"name": "f"}}],
+              tool_choice={"type": "function", "function": {"name": "g"}}), "tool_choice"),
+        (chat(response_format={"type": "xml"}), "response_format.type"),
         (chat(messages=[{"content": "hi"}]), "messages[0].role"),
     ],
 )
