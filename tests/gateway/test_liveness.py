@@ -68,7 +68,7 @@ def test_a_client_timing_out_on_a_non_streaming_request_aborts_it(server, path):
     body = LONG if path.endswith("chat/completions") else {**LONG, "prompt": "Once upon a time"}
 
     def post():
-        with httpx.Client(base_url=server.url, timeout=5) as http:
+        with httpx.Client(base_url=server.url, timeout=3) as http:
             http.post(path, json=body)
 
     with ThreadPoolExecutor(1) as pool:
