@@ -83,7 +83,11 @@ def quantize_model(
     num_grid: int = 20,
     console: Console | None = None,
 ) -> QuantizeResult:
-    """Quantize a Hugging Face model directory (or a model alias) into an AutoAWQ GEMM checkpoint at `out`."""
+    """Quantize a Hugging Face model directory (or a model alias) into an AutoAWQ GEMM checkpoint at `out`.
+
+    Runs on the CPU in fp32. The searches are many small tensor ops: on a host whose cores are busy with other
+    work, OMP_NUM_THREADS=1 is several times faster than contending for them.
+    """
     import transformers  # heavy: only when quantizing
 
     start = time.perf_counter()
@@ -103,30 +107,38 @@ def quantize_model(
             windows = calibration_windows(Tokenizer.from_dir(source), text, num_samples, seq_len)
             console.print(f"calibration: {windows.shape[0]} windows of {windows.shape[1]} tokens")
             inputs = first_layer_inputs(hf_model, windows, batch_size=8)
-        quantized: dict[str, Int4Weight] = {}
         with _progress(console) as progress:
-            task = progress.add_task(method, total=len(layers))
-            for i, layer in enumerate(layers):
-                progress.update(task, description=f"layer {i}")
-                if inputs is None:
-                    layer_weights = quantize_layer_rtn(layer, group_size)
-                else:
-                    inputs, layer_weights = quantize_layer(layer, inputs, group_size, num_grid)
-                quantized.update({f"model.layers.{i}.{name}": q for name, q in layer_weights.items()})
-                progress.advance(task)
+            quantized = _quantize_layers(layers, inputs, group_size, num_grid, progress)
         save_awq_checkpoint(hf_model, quantized, source, staging, group_size)
     seconds = time.perf_counter() - start
     console.print(f"wrote {out} in {seconds:.0f} s")
     return QuantizeResult(out, group_size, seconds)
 
 
-def quantize_layer(
-    layer: nn.Module, inputs: LayerInputs, group_size: int, num_grid: int = 20
-) -> tuple[LayerInputs, dict[str, Int4Weight]]:
-    """AWQ one decoder layer in place (scales folded, weights clipped); returns its fp outputs and int4 weights."""
-    stats, outputs = calibrate(layer, inputs)
-    scale_layer(layer, stats, group_size, num_grid)
-    return outputs, clip_and_quantize(layer, stats, group_size, num_grid)
+def _quantize_layers(
+    layers: nn.ModuleList, inputs: LayerInputs | None, group_size: int, num_grid: int, progress: Progress
+) -> dict[str, Int4Weight]:
+    """Full linear name -> int4 weight; AWQ when there are calibration inputs, round-to-nearest otherwise."""
+    quantized = {}
+    task = progress.add_task("", total=len(layers))
+    for i, layer in enumerate(layers):
+
+        def show(phase: str, i=i) -> None:
+            progress.update(task, description=f"layer {i + 1}/{len(layers)}: {phase}")
+
+        if inputs is None:
+            layer_weights = quantize_layer_rtn(layer, group_size)
+        else:
+            show("calibrate")
+            stats, inputs = calibrate(layer, inputs)
+            show("search scales")
+            scale_layer(layer, stats, group_size, num_grid)
+            show("clip and quantize")
+            layer_weights = clip_and_quantize(layer, stats, group_size, num_grid)
+        quantized.update({f"model.layers.{i}.{name}": q for name, q in layer_weights.items()})
+        progress.advance(task)
+    progress.update(task, description=f"{len(layers)} layers")
+    return quantized
 
 
 @torch.inference_mode()
