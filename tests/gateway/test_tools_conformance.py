@@ -135,7 +135,7 @@ def test_model_tool_calls_validate_against_random_schemas(engine):
 def test_model_answers_in_the_requested_json(engine):
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 30}, "population": {"type": "integer", "minimum": 0}},
+        "properties": {"city": {"type": "string", "maxLength": 30}, "population": {"type": "integer", "minimum": 0, "maximum": 10**9}},
         "required": ["city", "population"],
         "additionalProperties": False,
     }
