@@ -42,12 +42,13 @@ def bench_engine(
     workload: Annotated[str, typer.Option(help="mixed | shared-prefix")] = "mixed",
     requests: Annotated[int | None, typer.Option(help="Shrink the workload to N requests")] = None,
     model: str = "smollm2-135m",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 (both engines use it)")] = "auto",
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
-    """Our engine against Hugging Face transformers on the same model and weights."""
+    """Our engine against Hugging Face transformers on the same model, weights and dtype."""
     from engine.bench.engine_bench import run
 
-    run(workload=workload, num_requests=requests, model=model, as_json=json)
+    run(workload=workload, num_requests=requests, model=model, as_json=json, dtype=dtype)
 
 
 @bench_app.command("kernels")

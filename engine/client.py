@@ -168,4 +168,7 @@ def _wait_ready(conn: Connection, process) -> Ready | StartupFailed:
         waited += 1.0
         if not process.is_alive() or waited > STARTUP_TIMEOUT_S:
             return StartupFailed(f"engine process exited with code {process.exitcode}")
-    return decode_from_engine(conn.recv_bytes())
+    try:
+        return decode_from_engine(conn.recv_bytes())
+    except (EOFError, OSError):
+        return StartupFailed(f"engine process exited with code {process.exitcode}")

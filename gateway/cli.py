@@ -14,6 +14,19 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(quantize_app, name="quantize")
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    model: str = "smollm2-135m",
+    requests: int = 40,
+    max_tokens: int = 1,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Latency HTTP adds over calling the AsyncEngine directly."""
+    from gateway.bench import run
+
+    run(model=model, num_requests=requests, max_tokens=max_tokens, as_json=json)
+
+
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,

@@ -7,7 +7,6 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -27,9 +26,8 @@ class RunMetrics:
     tpot_ms: list[float] = field(default_factory=list)
 
 
-def run(workload: str, num_requests: int | None, model: str, as_json: bool) -> dict:
-    torch.set_num_threads(torch.get_num_threads())
-    engine = _new_engine(model)
+def run(workload: str, num_requests: int | None, model: str, as_json: bool, dtype: str = "auto") -> dict:
+    engine = _new_engine(model, dtype)
     vocab = engine.runner.model_config.vocab_size
     if workload == "mixed":
         result = _bench_mixed(engine, vocab, num_requests or 64)
@@ -41,8 +39,8 @@ def run(workload: str, num_requests: int | None, model: str, as_json: bool) -> d
     return result
 
 
-def _new_engine(model: str) -> LLMEngine:
-    return LLMEngine(EngineConfig(model=model, dtype="float32", max_num_seqs=64, max_num_batched_tokens=1024))
+def _new_engine(model: str, dtype: str) -> LLMEngine:
+    return LLMEngine(EngineConfig(model=model, dtype=dtype, max_num_seqs=64, max_num_batched_tokens=1024))
 
 
 def _bench_mixed(engine: LLMEngine, vocab: int, n: int) -> dict:
@@ -51,14 +49,22 @@ def _bench_mixed(engine: LLMEngine, vocab: int, n: int) -> dict:
     console.print(f"[bold]mixed[/]: {n} requests, {burst.num_output_tokens} output tokens")
     ours = run_flowgate(engine, burst)
     stream = run_flowgate(engine, poisson)
-    hf = hf_baseline.load(engine.model_dir, torch.float32)
+    hf = hf_baseline.load(engine.model_dir, engine.runner.dtype)
     hf_static = hf_baseline.static_batches(hf, burst, batch_size=16)
     hf_seq = hf_baseline.sequential(hf, burst)
     return {
-        "workload": "mixed", "num_requests": n, "num_output_tokens": burst.num_output_tokens,
-        "flowgate_tok_s": ours.tok_s, "hf_sequential_tok_s": hf_seq, "hf_static_tok_s": hf_static,
-        "speedup_vs_hf_sequential": ours.tok_s / hf_seq, "speedup_vs_hf_static": ours.tok_s / hf_static,
-        **_latency("", ours), **_latency("poisson_", stream), "poisson_tok_s": stream.tok_s,
+        "workload": "mixed",
+        "dtype": _dtype_name(engine),
+        "num_requests": n,
+        "num_output_tokens": burst.num_output_tokens,
+        "flowgate_tok_s": ours.tok_s,
+        "hf_sequential_tok_s": hf_seq,
+        "hf_static_tok_s": hf_static,
+        "speedup_vs_hf_sequential": ours.tok_s / hf_seq,
+        "speedup_vs_hf_static": ours.tok_s / hf_static,
+        **_latency("", ours),
+        **_latency("poisson_", stream),
+        "poisson_tok_s": stream.tok_s,
     }
 
 
@@ -67,19 +73,32 @@ def _bench_shared_prefix(engine: LLMEngine, vocab: int, n: int) -> dict:
     console.print(f"[bold]shared-prefix[/]: {n} requests sharing a {2000}-token prefix")
     cold = run_flowgate(engine, Workload("cold", work.requests[:1])).ttft_ms[0]
     warm = [run_flowgate(engine, Workload("warm", [r])).ttft_ms[0] for r in work.requests[1:9]]
-    fresh = _new_engine(str(engine.model_dir))
+    fresh = _new_engine(str(engine.model_dir), _dtype_name(engine))
     ours = run_flowgate(fresh, work)
     hit_rate = fresh.kv.prefix_hit_rate
-    hf = hf_baseline.load(engine.model_dir, torch.float32)
+    hf = hf_baseline.load(engine.model_dir, engine.runner.dtype)
     hf_static = hf_baseline.static_batches(hf, work, batch_size=16)
     hf_seq = hf_baseline.sequential(hf, work)
     return {
-        "workload": "shared-prefix", "num_requests": n, "num_output_tokens": work.num_output_tokens,
-        "flowgate_tok_s": ours.tok_s, "hf_sequential_tok_s": hf_seq, "hf_static_tok_s": hf_static,
-        "speedup_vs_hf_sequential": ours.tok_s / hf_seq, "speedup_vs_hf_static": ours.tok_s / hf_static,
-        "ttft_cold_ms": cold, "ttft_warm_ms": statistics.median(warm), "warm_over_cold": statistics.median(warm) / cold,
-        "prefix_hit_rate": hit_rate, **_latency("", ours),
+        "workload": "shared-prefix",
+        "dtype": _dtype_name(engine),
+        "num_requests": n,
+        "num_output_tokens": work.num_output_tokens,
+        "flowgate_tok_s": ours.tok_s,
+        "hf_sequential_tok_s": hf_seq,
+        "hf_static_tok_s": hf_static,
+        "speedup_vs_hf_sequential": ours.tok_s / hf_seq,
+        "speedup_vs_hf_static": ours.tok_s / hf_static,
+        "ttft_cold_ms": cold,
+        "ttft_warm_ms": statistics.median(warm),
+        "warm_over_cold": statistics.median(warm) / cold,
+        "prefix_hit_rate": hit_rate,
+        **_latency("", ours),
     }
+
+
+def _dtype_name(engine: LLMEngine) -> str:
+    return str(engine.runner.dtype).removeprefix("torch.")
 
 
 def run_flowgate(engine: LLMEngine, workload: Workload) -> RunMetrics:
@@ -92,8 +111,11 @@ def run_flowgate(engine: LLMEngine, workload: Workload) -> RunMetrics:
         while pending and pending[0][1].arrival_s <= now:
             i, r = pending.pop(0)
             params = SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True)
-            engine.add_request(GenerateRequest(request_id=f"bench-{workload.name}-{i}-{start}",
-                                               prompt_token_ids=r.prompt, params=params))
+            engine.add_request(
+                GenerateRequest(
+                    request_id=f"bench-{workload.name}-{i}-{start}", prompt_token_ids=r.prompt, params=params
+                )
+            )
             arrived[i] = time.perf_counter()
         if not engine.has_unfinished():
             time.sleep(max(0.0, pending[0][1].arrival_s - (time.perf_counter() - start)))
@@ -123,8 +145,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _latency(prefix: str, m: RunMetrics) -> dict:
-    return {f"{prefix}ttft_p50_ms": _pct(m.ttft_ms, 0.5), f"{prefix}ttft_p99_ms": _pct(m.ttft_ms, 0.99),
-            f"{prefix}tpot_p50_ms": _pct(m.tpot_ms, 0.5), f"{prefix}tpot_p99_ms": _pct(m.tpot_ms, 0.99)}
+    return {
+        f"{prefix}ttft_p50_ms": _pct(m.ttft_ms, 0.5),
+        f"{prefix}ttft_p99_ms": _pct(m.ttft_ms, 0.99),
+        f"{prefix}tpot_p50_ms": _pct(m.tpot_ms, 0.5),
+        f"{prefix}tpot_p99_ms": _pct(m.tpot_ms, 0.99),
+    }
 
 
 def _report(result: dict, as_json: bool) -> None:
