@@ -49,19 +49,8 @@ def _bench_mixed(engine: LLMEngine, vocab: int, n: int) -> dict:
     console.print(f"[bold]mixed[/]: {n} requests, {burst.num_output_tokens} output tokens")
     ours = run_flowgate(engine, burst)
     stream = run_flowgate(engine, poisson)
-    hf = hf_baseline.load(engine.model_dir, engine.runner.dtype)
-    hf_static = hf_baseline.static_batches(hf, burst, batch_size=16)
-    hf_seq = hf_baseline.sequential(hf, burst)
     return {
-        "workload": "mixed",
-        "dtype": _dtype_name(engine),
-        "num_requests": n,
-        "num_output_tokens": burst.num_output_tokens,
-        "flowgate_tok_s": ours.tok_s,
-        "hf_sequential_tok_s": hf_seq,
-        "hf_static_tok_s": hf_static,
-        "speedup_vs_hf_sequential": ours.tok_s / hf_seq,
-        "speedup_vs_hf_static": ours.tok_s / hf_static,
+        **_against_hf(engine, burst, ours),
         **_latency("", ours),
         **_latency("poisson_", stream),
         "poisson_tok_s": stream.tok_s,
@@ -75,25 +64,31 @@ def _bench_shared_prefix(engine: LLMEngine, vocab: int, n: int) -> dict:
     warm = [run_flowgate(engine, Workload("warm", [r])).ttft_ms[0] for r in work.requests[1:9]]
     fresh = _new_engine(str(engine.model_dir), _dtype_name(engine))
     ours = run_flowgate(fresh, work)
-    hit_rate = fresh.kv.prefix_hit_rate
+    return {
+        **_against_hf(engine, work, ours),
+        "ttft_cold_ms": cold,
+        "ttft_warm_ms": statistics.median(warm),
+        "warm_over_cold": statistics.median(warm) / cold,
+        "prefix_hit_rate": fresh.kv.prefix_hit_rate,
+        **_latency("", ours),
+    }
+
+
+def _against_hf(engine: LLMEngine, work: Workload, ours: RunMetrics) -> dict:
+    """The same workload through transformers, sequentially and in static batches; throughput ratios."""
     hf = hf_baseline.load(engine.model_dir, engine.runner.dtype)
     hf_static = hf_baseline.static_batches(hf, work, batch_size=16)
     hf_seq = hf_baseline.sequential(hf, work)
     return {
-        "workload": "shared-prefix",
+        "workload": work.name,
         "dtype": _dtype_name(engine),
-        "num_requests": n,
+        "num_requests": len(work.requests),
         "num_output_tokens": work.num_output_tokens,
         "flowgate_tok_s": ours.tok_s,
         "hf_sequential_tok_s": hf_seq,
         "hf_static_tok_s": hf_static,
         "speedup_vs_hf_sequential": ours.tok_s / hf_seq,
         "speedup_vs_hf_static": ours.tok_s / hf_static,
-        "ttft_cold_ms": cold,
-        "ttft_warm_ms": statistics.median(warm),
-        "warm_over_cold": statistics.median(warm) / cold,
-        "prefix_hit_rate": hit_rate,
-        **_latency("", ours),
     }
 
 
