@@ -3,7 +3,8 @@
 Both int4 checkpoints are written by our quantizer (same group size, same AutoAWQ format) and served through
 the engine's loader, so what is measured is what `flowgate serve` runs:
 
-    perplexity       teacher-forced, on the held-out text tests/data/heldout.txt (disjoint from calibration)
+    perplexity       teacher-forced, on the held-out text tests/data/heldout.txt (disjoint from calibration);
+                     top-1 agreement: how often the argmax next token there equals the fp32 model's
     weight bytes     the quantizable linears (q/k/v/o/gate/up/down): fp16 (and fp32) sizes against
                      qweight + qzeros + scales; whole checkpoint files too (embeddings stay fp16)
     greedy agreement 8 chat prompts x up to 32 tokens (or the end of turn) through LLMEngine, against the fp32
@@ -60,14 +61,19 @@ def run(model: str, group_size: int, as_json: bool) -> dict:
         )
         console.print("perplexity and greedy agreement ...")
         reference = greedy_continuations(source)
+        ppl_fp32, predicted = heldout_eval(source, token_ids)
+        ppl_rtn, predicted_rtn = heldout_eval(rtn.path, token_ids)
+        ppl_awq, predicted_awq = heldout_eval(awq.path, token_ids)
         result = {
             "model": str(source),
             "group_size": awq.group_size,
             "heldout_tokens": len(token_ids),
             "awq_seconds": awq.seconds,
-            "ppl_fp32": perplexity(source, token_ids),
-            "ppl_rtn": perplexity(rtn.path, token_ids),
-            "ppl_awq": perplexity(awq.path, token_ids),
+            "ppl_fp32": ppl_fp32,
+            "ppl_rtn": ppl_rtn,
+            "ppl_awq": ppl_awq,
+            "rtn_top1_agreement": (predicted_rtn == predicted).float().mean().item(),
+            "awq_top1_agreement": (predicted_awq == predicted).float().mean().item(),
             **linear_weight_bytes(awq.path),
             "checkpoint_bytes_fp32": _file_bytes(source),
             "checkpoint_bytes_awq": _file_bytes(awq.path),
@@ -78,16 +84,17 @@ def run(model: str, group_size: int, as_json: bool) -> dict:
     return result
 
 
-def perplexity(path: Path, token_ids: list[int]) -> float:
-    """exp(mean next-token NLL) over consecutive windows of WINDOW predicted tokens."""
+def heldout_eval(path: Path, token_ids: list[int]) -> tuple[float, torch.Tensor]:
+    """(perplexity, the argmax next token at every position), teacher-forced over windows of WINDOW tokens."""
     model, _ = load_model(path, torch.float32, "cpu")
-    total, count = 0.0, 0
+    total, predicted = 0.0, []
     for start in range(0, len(token_ids) - 1, WINDOW):
         window = token_ids[start : start + WINDOW + 1]
         logits = prompt_logits(model, window[:-1])
         total += F.cross_entropy(logits, torch.tensor(window[1:]), reduction="sum").item()
-        count += len(window) - 1
-    return math.exp(total / count)
+        predicted.append(logits.argmax(-1))
+    predicted = torch.cat(predicted)
+    return math.exp(total / len(predicted)), predicted
 
 
 def linear_weight_bytes(awq_dir: Path) -> dict:
@@ -133,18 +140,19 @@ def _report(result: dict, as_json: bool) -> None:
         return
     mib = 1 << 20
     table = Table(title=f"flowgate bench quantize: {result['model']} (group size {result['group_size']})")
-    for column in ("weights", "perplexity", "vs fp32", "linear weights", "checkpoint", "greedy agreement"):
+    columns = ("weights", "ppl", "vs fp32", "top-1", "linear weights", "checkpoint", "greedy agreement")
+    for column in columns:
         table.add_column(column, justify="left" if column == "weights" else "right")
     fp32 = result["ppl_fp32"]
     table.add_row(
-        "fp32", f"{fp32:.3f}", "", f"{result['weight_bytes_fp32'] / mib:.1f} MiB",
+        "fp32", f"{fp32:.3f}", "", "", f"{result['weight_bytes_fp32'] / mib:.1f} MiB",
         f"{result['checkpoint_bytes_fp32'] / mib:.1f} MiB", "reference",
     )
-    table.add_row("fp16 (size only)", "", "", f"{result['weight_bytes_fp16'] / mib:.1f} MiB", "", "")
-    for name, key in (("round-to-nearest int4", "rtn"), ("AWQ int4", "awq")):
+    table.add_row("fp16", "", "", "", f"{result['weight_bytes_fp16'] / mib:.1f} MiB", "", "")
+    for name, key in (("RTN int4", "rtn"), ("AWQ int4", "awq")):
         ppl = result[f"ppl_{key}"]
         table.add_row(
-            name, f"{ppl:.3f}", f"+{ppl - fp32:.3f}",
+            name, f"{ppl:.3f}", f"+{ppl - fp32:.3f}", f"{result[f'{key}_top1_agreement']:.1%}",
             f"{result['weight_bytes_awq'] / mib:.1f} MiB "
             f"({result['weight_bytes_awq'] / result['weight_bytes_fp16']:.1%} of fp16)",
             f"{result['checkpoint_bytes_awq'] / mib:.1f} MiB" if key == "awq" else "same",
@@ -153,5 +161,6 @@ def _report(result: dict, as_json: bool) -> None:
         )
     Console().print(table)
     console.print(
-        f"held-out text: {result['heldout_tokens']} tokens; AWQ quantization took {result['awq_seconds']:.0f} s"
+        f"held-out text: {result['heldout_tokens']} tokens; top-1: argmax next token equal to fp32's there; "
+        f"RTN: round-to-nearest; AWQ quantization took {result['awq_seconds']:.0f} s"
     )
