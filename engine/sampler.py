@@ -28,6 +28,7 @@ class Sampler:
         self.vocab_size = vocab_size
         self.generator = torch.Generator().manual_seed(seed)
 
+    @torch.inference_mode()
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
         logits = logits[:, : self.vocab_size].float()
         raw_logprobs = self._raw_logprobs(logits, seqs)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture(scope="module")
 async def engine(bundled_model_dir):
     engine = await AsyncEngine.start(
-        EngineConfig(model=str(bundled_model_dir), kv_cache_bytes=64 << 20, max_model_len=2048)
+        EngineConfig(model=str(bundled_model_dir), dtype="float32", kv_cache_bytes=64 << 20, max_model_len=2048)
     )
     yield engine
     await engine.shutdown()

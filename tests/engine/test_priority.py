@@ -18,6 +18,7 @@ def test_high_priority_request_preempts_and_finishes_first(tiny_model_dir):
     engine = LLMEngine(
         EngineConfig(
             model=str(model_dir),
+            dtype="float32",
             block_size=8,
             kv_cache_bytes=kv_bytes(16, config),
             max_num_batched_tokens=64,
