@@ -27,8 +27,8 @@ def bound_work(body) -> None:
     if isinstance(body.get("model"), str):  # unknown models are a 404 (tested apart); reach the engine
         body["model"] = MODEL
     for key in MAX_TOKEN_KEYS:
-        if type(body.get(key)) is int and body[key] > MAX_GENERATED_TOKENS:
-            body[key] = MAX_GENERATED_TOKENS
+        if key in body and (body[key] is None or (type(body[key]) is int and body[key] > MAX_GENERATED_TOKENS)):
+            body[key] = MAX_GENERATED_TOKENS  # null means "up to the context window", as the default does
     if not any(key in body for key in MAX_TOKEN_KEYS):  # the default would run to the context window
         body["max_tokens" if "input" not in body else "max_output_tokens"] = MAX_GENERATED_TOKENS
     if type(body.get("n")) is int and body["n"] > 1:
