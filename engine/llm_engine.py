@@ -107,7 +107,7 @@ class LLMEngine:
         if seqs:
             self._append_tokens(seqs, self.sampler(logits, seqs))
         self._record_throughput(out.scheduled, len(seqs))
-        return self._collect_outputs({s.request_id for s in out.scheduled} | {s.request_id for s in seqs})
+        return self._collect_outputs({s.request_id for s in out.scheduled})  # sampled ones are scheduled too
 
     def stats(self) -> EngineStats:
         used, cached, free = self.kv.pool.counts()

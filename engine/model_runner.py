@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class ModelRunner:
             decode_block_tables=self._block_tables(decodes),
             decode_context_lens=self._tensor([s.num_computed_tokens + 1 for s in decodes], torch.int32),
             prefill_block_tables=self._block_tables([s for s, _ in prefills]),
-            prefill_query_start_loc=self._tensor(_cumsum([n for _, n in prefills]), torch.int32),
+            prefill_query_start_loc=self._tensor(list(itertools.accumulate((n for _, n in prefills), initial=0)), torch.int32),
             prefill_context_lens=self._tensor([s.num_computed_tokens + n for s, n in prefills], torch.int32),
             max_prefill_query_len=max((n for _, n in prefills), default=0),
         )
@@ -105,13 +106,6 @@ class ModelRunner:
 
     def _tensor(self, data, dtype) -> torch.Tensor:
         return torch.tensor(data, dtype=dtype, device=self.device)
-
-
-def _cumsum(values: list[int]) -> list[int]:
-    out = [0]
-    for v in values:
-        out.append(out[-1] + v)
-    return out
 
 
 def _resolve_device(name: str) -> torch.device:

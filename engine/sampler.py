@@ -58,13 +58,10 @@ class Sampler:
                     logits[i].index_add_(0, ids, bias)
 
     def _apply_penalties(self, logits, seqs) -> None:
-        rows = [i for i, s in enumerate(seqs) if _has_penalty(s)]
-        if not rows:
-            return
-        sub = logits[rows]
-        for j, i in enumerate(rows):
-            seq, row = seqs[i], sub[j]
-            p = seq.params
+        for i, seq in enumerate(seqs):
+            if not _has_penalty(seq):
+                continue
+            p, row = seq.params, logits[i]
             if p.repetition_penalty != 1.0:
                 seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long)
                 vals = row[seen]
@@ -73,7 +70,6 @@ class Sampler:
                 counts = torch.bincount(torch.tensor(seq.output_token_ids), minlength=self.vocab_size)
                 counts = counts[: self.vocab_size].to(row.dtype)
                 row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
-        logits[rows] = sub
 
     def _choose(self, logits, seqs) -> torch.Tensor:
         token_ids = logits.argmax(dim=-1)
