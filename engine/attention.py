@@ -6,7 +6,8 @@ Token layout of one step (T tokens in all), as built by the model runner:
     |<------ num_decode_tokens ------->|<------------ T - num_decode_tokens ------------->|
 
 New K/V are scattered into the cache first (slot_mapping), so every query attends through the block
-table only. On CUDA the Triton kernels run; on CPU their torch references (see engine.kernel_path).
+table only. On CUDA the Triton kernels run; on CPU the C decode kernel (kernels.cpu) where it builds, else the
+torch references (see engine.kernel_path).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from engine.kernel_path import use_triton
 from kernels import kv_write, paged_attention_decode, paged_attention_prefill
+from kernels.cpu import paged_attention_decode as cpu_decode
 
 
 @dataclass(slots=True)
@@ -45,8 +47,11 @@ def paged_attention(q, k_cache, v_cache, meta: AttentionMetadata, scale: float) 
     out = torch.empty_like(q)
     nd = meta.num_decode_tokens
     if nd:
-        op = paged_attention_decode.paged_attention_decode
-        if not use_triton(q):
+        if use_triton(q):
+            op = paged_attention_decode.paged_attention_decode
+        elif cpu_decode.supports(q):
+            op = cpu_decode.paged_attention_decode
+        else:
             op = paged_attention_decode.paged_attention_decode_ref
         out[:nd] = op(q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale)
     if meta.num_prefills:

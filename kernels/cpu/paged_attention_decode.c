@@ -1,0 +1,105 @@
+/* Paged decode attention on the CPU: one query token per sequence against its K/V, read in place through the
+ * block table instead of gathered into a copy (decode is bound by reading the cache, so reading it once is the
+ * whole game). One work item per (sequence, KV head): the item's group of query heads shares each K/V row it
+ * loads. Softmax and accumulation in fp32.
+ *
+ * Layouts, all contiguous: q, out [batch, num_heads, head_dim]; caches [num_blocks, block_size, num_kv_heads,
+ * head_dim]; block_tables [batch, max_blocks] int32. Elements are fp32, or bf16 when `bf16` is set. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void load_row(const void *src, int64_t offset, int64_t n, int bf16, float *dst) {
+    if (!bf16) {
+        memcpy(dst, (const float *)src + offset, sizeof(float) * n);
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)src + offset;
+    uint32_t *d = (uint32_t *)dst;
+    for (int64_t i = 0; i < n; i++) d[i] = (uint32_t)s[i] << 16;
+}
+
+static uint16_t to_bf16(float f) {  /* round to nearest even, as torch does */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void store_row(const float *src, int64_t n, int bf16, void *dst, int64_t offset) {
+    if (!bf16) {
+        memcpy((float *)dst + offset, src, sizeof(float) * n);
+        return;
+    }
+    uint16_t *d = (uint16_t *)dst + offset;
+    for (int64_t i = 0; i < n; i++) d[i] = to_bf16(src[i]);
+}
+
+static void softmax(float *x, int64_t n) {
+    float max = -INFINITY, sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int64_t i = 0; i < n; i++) x[i] /= sum;
+}
+
+void paged_attention_decode(const void *q, const void *k_cache, const void *v_cache, const int32_t *block_tables,
+                            const int32_t *context_lens, void *out, int64_t batch, int64_t num_heads,
+                            int64_t num_kv_heads, int64_t head_dim, int64_t block_size, int64_t max_blocks,
+                            float scale, int bf16) {
+    const int64_t group = num_heads / num_kv_heads, width = group * head_dim;
+    const int64_t token_stride = num_kv_heads * head_dim, block_stride = block_size * token_stride;
+#pragma omp parallel
+    {
+        float *queries = malloc(sizeof(float) * width), *acc = malloc(sizeof(float) * width);
+        float *row = malloc(sizeof(float) * head_dim), *scores = NULL;
+        int64_t capacity = 0, token = 0;  /* element offset of token t's row for head h */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < batch * num_kv_heads; item++) {
+            const int64_t b = item / num_kv_heads, h = item % num_kv_heads, len = context_lens[b];
+            const int32_t *table = block_tables + b * max_blocks;
+            const int64_t head_offset = (b * num_heads + h * group) * head_dim;
+            if (len > capacity) {
+                capacity = len;
+                scores = realloc(scores, sizeof(float) * group * capacity);
+            }
+            load_row(q, head_offset, width, bf16, queries);
+            for (int64_t i = 0; i < width; i++) queries[i] *= scale;
+
+            for (int64_t t = 0; t < len; t++) {
+                if (t % block_size == 0) token = table[t / block_size] * block_stride + h * head_dim;
+                load_row(k_cache, token, head_dim, bf16, row);
+                token += token_stride;
+                for (int64_t g = 0; g < group; g++) {
+                    const float *qg = queries + g * head_dim;
+                    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int64_t d = 0; d < head_dim; d++) s += qg[d] * row[d];
+                    scores[g * len + t] = s;
+                }
+            }
+            for (int64_t g = 0; g < group; g++) softmax(scores + g * len, len);
+
+            memset(acc, 0, sizeof(float) * width);
+            for (int64_t t = 0; t < len; t++) {
+                if (t % block_size == 0) token = table[t / block_size] * block_stride + h * head_dim;
+                load_row(v_cache, token, head_dim, bf16, row);
+                token += token_stride;
+                for (int64_t g = 0; g < group; g++) {
+                    const float p = scores[g * len + t];
+                    float *ag = acc + g * head_dim;
+#pragma omp simd
+                    for (int64_t d = 0; d < head_dim; d++) ag[d] += p * row[d];
+                }
+            }
+            store_row(acc, width, bf16, out, head_offset);
+        }
+        free(queries);
+        free(acc);
+        free(row);
+        free(scores);
+    }
+}
