@@ -46,6 +46,75 @@ static void softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] /= sum;
 }
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#define MAX_GROUP 16
+#define MAX_CHUNKS 16 /* head_dim up to 256, in chunks of 16 floats */
+
+static inline __m512 load16(const void *base, int64_t offset, int bf16) {
+    if (!bf16) return _mm512_loadu_ps((const float *)base + offset);
+    __m256i half = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + offset));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+
+/* The next block's rows are a jump the hardware prefetcher cannot predict: ask for them a block ahead. */
+static inline void prefetch_rows(const void *base, int64_t offset, int64_t rows, int64_t stride, int64_t bytes,
+                                 int64_t elem) {
+    const char *start = (const char *)base + offset * elem;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(start + r * stride * elem + b, _MM_HINT_T0);
+}
+
+/* One (sequence, KV head) with head_dim % 16 == 0: the group's queries and accumulators live in registers. */
+static void decode_item_avx512(const void *q, int64_t q_offset, const void *k_cache, const void *v_cache,
+                               const int32_t *table, int64_t len, int64_t group, int64_t head_dim,
+                               int64_t block_size, int64_t token_stride, int64_t block_stride, int64_t h,
+                               float scale, int bf16, float *scores, void *out) {
+    const int64_t chunks = head_dim / 16, elem = bf16 ? 2 : 4, nblocks = (len + block_size - 1) / block_size;
+    __m512 queries[MAX_GROUP][MAX_CHUNKS], acc[MAX_GROUP][MAX_CHUNKS], row[MAX_CHUNKS];
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t c = 0; c < chunks; c++)
+            queries[g][c] = _mm512_mul_ps(load16(q, q_offset + g * head_dim + c * 16, bf16), _mm512_set1_ps(scale));
+
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t first = table[blk] * block_stride + h * head_dim, t0 = blk * block_size;
+        if (blk + 1 < nblocks)
+            prefetch_rows(k_cache, table[blk + 1] * block_stride + h * head_dim, block_size, token_stride,
+                          head_dim * elem, elem);
+        for (int64_t t = t0; t < len && t < t0 + block_size; t++) {
+            for (int64_t c = 0; c < chunks; c++) row[c] = load16(k_cache, first + (t - t0) * token_stride + c * 16, bf16);
+            for (int64_t g = 0; g < group; g++) {
+                __m512 dot = _mm512_setzero_ps();
+                for (int64_t c = 0; c < chunks; c++) dot = _mm512_fmadd_ps(queries[g][c], row[c], dot);
+                scores[g * len + t] = _mm512_reduce_add_ps(dot);
+            }
+        }
+    }
+    for (int64_t g = 0; g < group; g++) softmax(scores + g * len, len);
+
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t c = 0; c < chunks; c++) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t first = table[blk] * block_stride + h * head_dim, t0 = blk * block_size;
+        if (blk + 1 < nblocks)
+            prefetch_rows(v_cache, table[blk + 1] * block_stride + h * head_dim, block_size, token_stride,
+                          head_dim * elem, elem);
+        for (int64_t t = t0; t < len && t < t0 + block_size; t++) {
+            for (int64_t c = 0; c < chunks; c++) row[c] = load16(v_cache, first + (t - t0) * token_stride + c * 16, bf16);
+            for (int64_t g = 0; g < group; g++) {
+                const __m512 p = _mm512_set1_ps(scores[g * len + t]);
+                for (int64_t c = 0; c < chunks; c++) acc[g][c] = _mm512_fmadd_ps(p, row[c], acc[g][c]);
+            }
+        }
+    }
+    float result[16 * MAX_CHUNKS];
+    for (int64_t g = 0; g < group; g++) {
+        for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(result + c * 16, acc[g][c]);
+        store_row(result, head_dim, bf16, out, q_offset + g * head_dim);
+    }
+}
+#endif
+
 void paged_attention_decode(const void *q, const void *k_cache, const void *v_cache, const int32_t *block_tables,
                             const int32_t *context_lens, void *out, int64_t batch, int64_t num_heads,
                             int64_t num_kv_heads, int64_t head_dim, int64_t block_size, int64_t max_blocks,
@@ -66,6 +135,13 @@ void paged_attention_decode(const void *q, const void *k_cache, const void *v_ca
                 capacity = len;
                 scores = realloc(scores, sizeof(float) * group * capacity);
             }
+#ifdef __AVX512F__
+            if (head_dim % 16 == 0 && head_dim <= 16 * MAX_CHUNKS && group <= MAX_GROUP) {
+                decode_item_avx512(q, head_offset, k_cache, v_cache, table, len, group, head_dim, block_size,
+                                   token_stride, block_stride, h, scale, bf16, scores, out);
+                continue;
+            }
+#endif
             load_row(q, head_offset, width, bf16, queries);
             for (int64_t i = 0; i < width; i++) queries[i] *= scale;
 

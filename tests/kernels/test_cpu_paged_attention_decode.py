@@ -15,7 +15,13 @@ def test_builds_here():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "config", [*CONFIGS, ([300, 1, 16, 17, 255, 700], 9, 3, 64, 16), ([5, 129], 32, 8, 128, 16)]
+    "config",
+    [
+        *CONFIGS,
+        ([300, 1, 16, 17, 255, 700], 9, 3, 64, 16),
+        ([5, 129], 32, 8, 128, 16),
+        ([20, 3, 33], 4, 2, 24, 16),
+    ],
 )
 def test_matches_dense_attention(config, dtype):
     q, kv, scale = _decode_inputs(config, dtype, CPU, seed=3)
