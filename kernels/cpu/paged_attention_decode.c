@@ -4,7 +4,7 @@
  * loads. Softmax and accumulation in fp32.
  *
  * Layouts, all contiguous: q, out [batch, num_heads, head_dim]; caches [num_blocks, block_size, num_kv_heads,
- * head_dim]; block_tables [batch, max_blocks] int32. Elements are fp32, or bf16 when `bf16` is set. */
+ * head_dim]; block_tables [batch, max_blocks] int32; block_size a power of two. Elements are fp32, or bf16 when `bf16` is set. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,53 +65,104 @@ static inline void prefetch_rows(const void *base, int64_t offset, int64_t rows,
         for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(start + r * stride * elem + b, _MM_HINT_T0);
 }
 
-/* One (sequence, KV head) with head_dim % 16 == 0: the group's queries and accumulators live in registers. */
-static void decode_item_avx512(const void *q, int64_t q_offset, const void *k_cache, const void *v_cache,
-                               const int32_t *table, int64_t len, int64_t group, int64_t head_dim,
-                               int64_t block_size, int64_t token_stride, int64_t block_stride, int64_t h,
-                               float scale, int bf16, float *scores, void *out) {
-    const int64_t chunks = head_dim / 16, elem = bf16 ? 2 : 4, nblocks = (len + block_size - 1) / block_size;
-    __m512 queries[MAX_GROUP][MAX_CHUNKS], acc[MAX_GROUP][MAX_CHUNKS], row[MAX_CHUNKS];
-    for (int64_t g = 0; g < group; g++)
-        for (int64_t c = 0; c < chunks; c++)
-            queries[g][c] = _mm512_mul_ps(load16(q, q_offset + g * head_dim + c * 16, bf16), _mm512_set1_ps(scale));
+/* Where one (sequence, KV head) item reads: its block table and the element offsets within a block. */
+struct item {
+    const int32_t *table;
+    int64_t len, head_offset, block_size, token_stride, block_stride, head_dim, group, elem;
+    int block_shift; /* log2(block_size): a shift, not a division, on every row */
+};
 
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t first = table[blk] * block_stride + h * head_dim, t0 = blk * block_size;
-        if (blk + 1 < nblocks)
-            prefetch_rows(k_cache, table[blk + 1] * block_stride + h * head_dim, block_size, token_stride,
-                          head_dim * elem, elem);
-        for (int64_t t = t0; t < len && t < t0 + block_size; t++) {
-            for (int64_t c = 0; c < chunks; c++) row[c] = load16(k_cache, first + (t - t0) * token_stride + c * 16, bf16);
-            for (int64_t g = 0; g < group; g++) {
-                __m512 dot = _mm512_setzero_ps();
-                for (int64_t c = 0; c < chunks; c++) dot = _mm512_fmadd_ps(queries[g][c], row[c], dot);
-                scores[g * len + t] = _mm512_reduce_add_ps(dot);
-            }
+static inline int64_t row_offset(const struct item *it, int64_t t) {
+    return it->table[t >> it->block_shift] * it->block_stride + (t & (it->block_size - 1)) * it->token_stride
+           + it->head_offset;
+}
+
+static inline void prefetch_next_block(const struct item *it, const void *cache, int64_t t) {
+    if ((t & (it->block_size - 1)) == 0 && t + it->block_size < it->len)
+        prefetch_rows(cache, row_offset(it, t + it->block_size), it->block_size, it->token_stride,
+                      it->head_dim * it->elem, it->elem);
+}
+
+/* scores[g * len + t] = scale * q_g . k_t, fp32 FMAs over chunks of 16. */
+static void key_scores_fma(const struct item *it, const void *q, int64_t q_offset, const void *k_cache,
+                           float scale, int bf16, float *scores) {
+    const int64_t chunks = it->head_dim / 16;
+    __m512 queries[MAX_GROUP][MAX_CHUNKS], row[MAX_CHUNKS];
+    for (int64_t g = 0; g < it->group; g++)
+        for (int64_t c = 0; c < chunks; c++)
+            queries[g][c] = _mm512_mul_ps(load16(q, q_offset + g * it->head_dim + c * 16, bf16), _mm512_set1_ps(scale));
+    for (int64_t t = 0; t < it->len; t++) {
+        prefetch_next_block(it, k_cache, t);
+        const int64_t offset = row_offset(it, t);
+        for (int64_t c = 0; c < chunks; c++) row[c] = load16(k_cache, offset + c * 16, bf16);
+        for (int64_t g = 0; g < it->group; g++) {
+            __m512 dot = _mm512_setzero_ps();
+            for (int64_t c = 0; c < chunks; c++) dot = _mm512_fmadd_ps(queries[g][c], row[c], dot);
+            scores[g * it->len + t] = _mm512_reduce_add_ps(dot);
         }
     }
-    for (int64_t g = 0; g < group; g++) softmax(scores + g * len, len);
+}
 
-    for (int64_t g = 0; g < group; g++)
+#ifdef __AVX512BF16__
+/* bf16 with head_dim % 32 == 0: vdpbf16ps multiplies bf16 pairs straight from the cache, no widening. */
+static void key_scores_dpbf16(const struct item *it, const uint16_t *q, int64_t q_offset, const uint16_t *k_cache,
+                              float scale, float *scores) {
+    const int64_t chunks = it->head_dim / 32;
+    __m512bh queries[MAX_GROUP][MAX_CHUNKS / 2], row[MAX_CHUNKS / 2];
+    for (int64_t g = 0; g < it->group; g++)
+        for (int64_t c = 0; c < chunks; c++)
+            queries[g][c] = (__m512bh)_mm512_loadu_si512(q + q_offset + g * it->head_dim + c * 32);
+    for (int64_t t = 0; t < it->len; t++) {
+        prefetch_next_block(it, k_cache, t);
+        const int64_t offset = row_offset(it, t);
+        for (int64_t c = 0; c < chunks; c++) row[c] = (__m512bh)_mm512_loadu_si512(k_cache + offset + c * 32);
+        for (int64_t g = 0; g < it->group; g++) {
+            __m512 dot = _mm512_setzero_ps();
+            for (int64_t c = 0; c < chunks; c++) dot = _mm512_dpbf16_ps(dot, queries[g][c], row[c]);
+            scores[g * it->len + t] = _mm512_reduce_add_ps(dot) * scale;
+        }
+    }
+}
+#endif
+
+/* out_g = sum_t p[g, t] v_t, the group's accumulators in registers. Inlined per dtype (see the caller), so
+ * the element width is a constant in the hot loop. */
+static inline __attribute__((always_inline)) void weighted_values(const struct item *it, const float *probs, const void *v_cache, int bf16, void *out,
+                            int64_t out_offset) {
+    const int64_t chunks = it->head_dim / 16;
+    __m512 acc[MAX_GROUP][MAX_CHUNKS], row[MAX_CHUNKS];
+    for (int64_t g = 0; g < it->group; g++)
         for (int64_t c = 0; c < chunks; c++) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        const int64_t first = table[blk] * block_stride + h * head_dim, t0 = blk * block_size;
-        if (blk + 1 < nblocks)
-            prefetch_rows(v_cache, table[blk + 1] * block_stride + h * head_dim, block_size, token_stride,
-                          head_dim * elem, elem);
-        for (int64_t t = t0; t < len && t < t0 + block_size; t++) {
-            for (int64_t c = 0; c < chunks; c++) row[c] = load16(v_cache, first + (t - t0) * token_stride + c * 16, bf16);
-            for (int64_t g = 0; g < group; g++) {
-                const __m512 p = _mm512_set1_ps(scores[g * len + t]);
-                for (int64_t c = 0; c < chunks; c++) acc[g][c] = _mm512_fmadd_ps(p, row[c], acc[g][c]);
-            }
+    for (int64_t t = 0; t < it->len; t++) {
+        prefetch_next_block(it, v_cache, t);
+        const int64_t offset = row_offset(it, t);
+        for (int64_t c = 0; c < chunks; c++) row[c] = load16(v_cache, offset + c * 16, bf16);
+        for (int64_t g = 0; g < it->group; g++) {
+            const __m512 p = _mm512_set1_ps(probs[g * it->len + t]);
+            for (int64_t c = 0; c < chunks; c++) acc[g][c] = _mm512_fmadd_ps(p, row[c], acc[g][c]);
         }
     }
     float result[16 * MAX_CHUNKS];
-    for (int64_t g = 0; g < group; g++) {
+    for (int64_t g = 0; g < it->group; g++) {
         for (int64_t c = 0; c < chunks; c++) _mm512_storeu_ps(result + c * 16, acc[g][c]);
-        store_row(result, head_dim, bf16, out, q_offset + g * head_dim);
+        store_row(result, it->head_dim, bf16, out, out_offset + g * it->head_dim);
     }
+}
+
+/* One (sequence, KV head) with head_dim % 16 == 0. */
+static void decode_item_avx512(const struct item *it, const void *q, int64_t q_offset, const void *k_cache,
+                               const void *v_cache, float scale, int bf16, float *scores, void *out) {
+#ifdef __AVX512BF16__
+    if (bf16 && it->head_dim % 32 == 0)
+        key_scores_dpbf16(it, q, q_offset, k_cache, scale, scores);
+    else
+#endif
+        key_scores_fma(it, q, q_offset, k_cache, scale, bf16, scores);
+    for (int64_t g = 0; g < it->group; g++) softmax(scores + g * it->len, it->len);
+    if (bf16)
+        weighted_values(it, scores, v_cache, 1, out, q_offset);
+    else
+        weighted_values(it, scores, v_cache, 0, out, q_offset);
 }
 #endif
 
@@ -137,8 +188,9 @@ void paged_attention_decode(const void *q, const void *k_cache, const void *v_ca
             }
 #ifdef __AVX512F__
             if (head_dim % 16 == 0 && head_dim <= 16 * MAX_CHUNKS && group <= MAX_GROUP) {
-                decode_item_avx512(q, head_offset, k_cache, v_cache, table, len, group, head_dim, block_size,
-                                   token_stride, block_stride, h, scale, bf16, scores, out);
+                const struct item it = {table, len, h * head_dim, block_size, token_stride, block_stride,
+                                        head_dim, group, bf16 ? 2 : 4, __builtin_ctzll(block_size)};
+                decode_item_avx512(&it, q, head_offset, k_cache, v_cache, scale, bf16, scores, out);
                 continue;
             }
 #endif

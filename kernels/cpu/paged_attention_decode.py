@@ -21,7 +21,7 @@ def paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scal
     _, block_size, num_kv_heads, _ = k_cache.shape
     q, block_tables, context_lens = q.contiguous(), block_tables.contiguous(), context_lens.contiguous()
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.dtype == q.dtype
-    assert block_tables.dtype == context_lens.dtype == torch.int32
+    assert block_tables.dtype == context_lens.dtype == torch.int32 and block_size & (block_size - 1) == 0
     out = torch.empty_like(q)
     load("paged_attention_decode").paged_attention_decode(
         *(ctypes.c_void_p(t.data_ptr()) for t in (q, k_cache, v_cache, block_tables, context_lens, out)),
