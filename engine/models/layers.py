@@ -1,8 +1,8 @@
 """Layers of the Llama family: a pluggable linear, embedding, RMSNorm, rotary embedding.
 
 Parameters are created with `torch.empty` (no random init): the loader overwrites every one, and the model is
-built under the target device and dtype (see loader.py). On CUDA the Triton kernels run, on CPU their torch
-references.
+built under the target device and dtype (see loader.py). On CUDA the Triton kernels run; on CPU the C kernels
+(kernels.cpu) where they build, else the torch references.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from torch import nn
 
 from engine.kernel_path import use_triton
 from engine.models.awq import awq_linear_factory
+from kernels.cpu import rms_norm as cpu_rms_norm
+from kernels.cpu import rotary as cpu_rotary
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import apply_rotary, apply_rotary_ref, rope_cos_sin_cache, rope_inv_freq
 
@@ -66,7 +68,12 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """normed x, or with a residual: (normed(x + residual), x + residual)."""
-        op = rms_norm if use_triton(x) else rms_norm_ref
+        if use_triton(x):
+            op = rms_norm
+        elif cpu_rms_norm.supports(x):
+            op = cpu_rms_norm.rms_norm
+        else:
+            op = rms_norm_ref
         return op(x, self.weight, self.eps, residual)
 
 
@@ -80,6 +87,12 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q [T, Hq, D], k [T, Hkv, D] -> rotated (q, k)."""
-        op = apply_rotary if use_triton(q) else apply_rotary_ref
+        """q [T, Hq, D], k [T, Hkv, D] -> rotated (q, k). The kernels rotate q and k in place, the torch reference
+        returns new tensors: use the returned pair, and count on q and k themselves neither being kept nor rotated."""
+        if use_triton(q):
+            op = apply_rotary
+        elif cpu_rotary.supports(q):
+            op = cpu_rotary.apply_rotary
+        else:
+            op = apply_rotary_ref
         return op(q, k, positions, self.cos_sin_cache)

@@ -10,12 +10,13 @@ the hidden states so each RMSNorm also does the residual add:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, paged_attention, write_kv
+from engine.kernel_path import use_triton
 from engine.models.config import ModelConfig
 from engine.models.layers import Embedding, Linear, LinearFactory, RMSNorm, RotaryEmbedding, linear_factory
+from kernels.cpu import silu_and_mul as cpu_silu_and_mul
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache), each [num_blocks, block_size, kv_heads, D]
 
@@ -54,8 +55,11 @@ class LlamaMLP(nn.Module):
         self.down_proj = linear(config.intermediate_size, config.hidden_size, config.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate_up = self.gate_up_proj(x)
+        # No Triton kernel for this one: the C kernel on CPU where it builds, else the torch expression.
+        if not use_triton(gate_up) and cpu_silu_and_mul.supports(gate_up):
+            return self.down_proj(cpu_silu_and_mul.silu_and_mul(gate_up))
+        return self.down_proj(cpu_silu_and_mul.silu_and_mul_ref(gate_up))
 
 
 class LlamaDecoderLayer(nn.Module):
