@@ -13,12 +13,28 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch  # noqa: F401 - loads torch's libgomp first, so the kernels' OpenMP binds to torch's thread pool
+import torch  # loaded before any kernel: its libgomp is the one the kernels' OpenMP binds to
 
 log = logging.getLogger(__name__)
 
 _SOURCES = Path(__file__).parent
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+
+
+DTYPE_FLAGS = {torch.float32: 0, torch.bfloat16: 1}  # the kernels' `bf16` argument
+
+
+def supports(name: str, t: torch.Tensor) -> bool:
+    """Whether kernel `name` can run on `t`: a CPU tensor of a dtype the kernels take, and the kernel builds."""
+    return t.device.type == "cpu" and t.dtype in DTYPE_FLAGS and load(name) is not None
+
+
+@functools.cache
+def function(name: str, argtypes: tuple) -> ctypes._CFuncPtr:
+    """The C function `name` of `{name}.c`, typed (check `supports` first)."""
+    fn = getattr(load(name), name)
+    fn.argtypes, fn.restype = list(argtypes), None
+    return fn
 
 
 def _cache_dir() -> Path:
@@ -67,7 +83,3 @@ def _compile(compiler: str, name: str, library: Path) -> bool:
             return False
         os.replace(built, library)
     return True
-
-
-def available(name: str) -> bool:
-    return load(name) is not None

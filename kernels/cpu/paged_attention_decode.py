@@ -6,13 +6,18 @@ import ctypes
 
 import torch
 
-from kernels.cpu.build import load
-
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+from kernels.cpu import build
 
 
 def supports(q: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype in _DTYPES and load("paged_attention_decode") is not None
+    return build.supports("paged_attention_decode", q)
+
+
+def _kernel():
+    return build.function(
+        "paged_attention_decode",
+        (ctypes.c_void_p,) * 6 + (ctypes.c_int64,) * 6 + (ctypes.c_float, ctypes.c_int),
+    )
 
 
 def paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scale: float) -> torch.Tensor:
@@ -23,13 +28,11 @@ def paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scal
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.dtype == q.dtype
     assert block_tables.dtype == context_lens.dtype == torch.int32 and block_size & (block_size - 1) == 0
     out = torch.empty_like(q)
-    load("paged_attention_decode").paged_attention_decode(
-        *(ctypes.c_void_p(t.data_ptr()) for t in (q, k_cache, v_cache, block_tables, context_lens, out)),
-        *(
-            ctypes.c_int64(n)
-            for n in (batch, num_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1])
-        ),
-        ctypes.c_float(scale),
-        ctypes.c_int(_DTYPES[q.dtype]),
-    )
+    if batch:
+        _kernel()(
+            *(t.data_ptr() for t in (q, k_cache, v_cache, block_tables, context_lens, out)),
+            *(batch, num_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1]),
+            scale,
+            build.DTYPE_FLAGS[q.dtype],
+        )
     return out

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 
-from kernels.cpu.build import load
-
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+from kernels.cpu import build
 
 
 def supports(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in _DTYPES and load("rms_norm") is not None
+    return build.supports("rms_norm", x)
 
 
-@functools.cache
 def _kernel():
-    fn = load("rms_norm").rms_norm
-    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
-    fn.restype = None
-    return fn
+    return build.function(
+        "rms_norm",
+        (ctypes.c_void_p,) * 5 + (ctypes.c_int64,) * 2 + (ctypes.c_float, ctypes.c_int, ctypes.c_int),
+    )
 
 
 def rms_norm(x, weight, eps: float, residual=None):
     """Same contract as kernels.rms_norm.rms_norm_ref (check `supports` first): x [..., H] -> normed x, or with a
     residual -> (normed(x + residual), x + residual), all new tensors; weight [H] fp32 or bf16."""
     hidden = x.shape[-1]
-    assert weight.shape == (hidden,) and weight.dtype in _DTYPES and weight.device == x.device
+    assert weight.shape == (hidden,) and weight.dtype in build.DTYPE_FLAGS and weight.device == x.device
     assert residual is None or (residual.shape == x.shape and residual.dtype == x.dtype)
     x, weight = x.contiguous(), weight.contiguous()
     out = torch.empty_like(x, dtype=torch.promote_types(x.dtype, weight.dtype))
@@ -45,7 +41,7 @@ def rms_norm(x, weight, eps: float, residual=None):
             x.numel() // hidden,
             hidden,
             eps,
-            _DTYPES[x.dtype],
-            _DTYPES[weight.dtype],
+            build.DTYPE_FLAGS[x.dtype],
+            build.DTYPE_FLAGS[weight.dtype],
         )
     return out if residual is None else (out, summed)

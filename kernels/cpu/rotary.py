@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 
-from kernels.cpu.build import load
-
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+from kernels.cpu import build
 
 
 def supports(q: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype in _DTYPES and load("rotary") is not None
+    return build.supports("rotary", q)
 
 
-@functools.cache
 def _kernel():
-    fn = load("rotary").rotary
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 9 + [ctypes.c_int]
-    fn.restype = None
-    return fn
+    return build.function("rotary", (ctypes.c_void_p,) * 4 + (ctypes.c_int64,) * 9 + (ctypes.c_int,))
 
 
 def apply_rotary(q, k, positions, cos_sin_cache):
@@ -52,6 +45,6 @@ def apply_rotary(q, k, positions, cos_sin_cache):
             k.stride(0),
             k.stride(1),
             cos_sin_cache.stride(0),
-            _DTYPES[q.dtype],
+            build.DTYPE_FLAGS[q.dtype],
         )
     return q, k

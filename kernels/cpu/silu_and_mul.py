@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu.build import load
-
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+from kernels.cpu import build
 
 
 def supports(gate_up: torch.Tensor) -> bool:
-    return gate_up.device.type == "cpu" and gate_up.dtype in _DTYPES and load("silu_and_mul") is not None
+    return build.supports("silu_and_mul", gate_up)
 
 
-@functools.cache
 def _kernel():
-    fn = load("silu_and_mul").silu_and_mul
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-    fn.restype = None
-    return fn
+    return build.function(
+        "silu_and_mul", (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int)
+    )
 
 
 def silu_and_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
@@ -39,6 +34,10 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = gate_up.new_empty((*lead, width // 2))
     if out.numel():
         _kernel()(
-            gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // width, width // 2, _DTYPES[gate_up.dtype]
+            gate_up.data_ptr(),
+            out.data_ptr(),
+            gate_up.numel() // width,
+            width // 2,
+            build.DTYPE_FLAGS[gate_up.dtype],
         )
     return out
