@@ -6,6 +6,7 @@
  * Layouts, all contiguous: q, out [batch, num_heads, head_dim]; caches [num_blocks, block_size, num_kv_heads,
  * head_dim]; block_tables [batch, max_blocks] int32; block_size a power of two. Elements are fp32, or bf16 when `bf16` is set. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,12 +173,15 @@ void paged_attention_decode(const void *q, const void *k_cache, const void *v_ca
                             float scale, int bf16) {
     const int64_t group = num_heads / num_kv_heads, width = group * head_dim;
     const int64_t token_stride = num_kv_heads * head_dim, block_stride = block_size * token_stride;
+    /* A sequence's KV heads on one thread, in turn: its blocks then stream through one core's caches. Unless
+     * that leaves threads idle. */
+    const int64_t chunk = batch >= 4 * omp_get_max_threads() ? num_kv_heads : 1;
 #pragma omp parallel
     {
         float *queries = malloc(sizeof(float) * width), *acc = malloc(sizeof(float) * width);
         float *row = malloc(sizeof(float) * head_dim), *scores = NULL;
         int64_t capacity = 0, token = 0;  /* element offset of token t's row for head h */
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, chunk)
         for (int64_t item = 0; item < batch * num_kv_heads; item++) {
             const int64_t b = item / num_kv_heads, h = item % num_kv_heads, len = context_lens[b];
             const int32_t *table = block_tables + b * max_blocks;
