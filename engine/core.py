@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from multiprocessing.connection import Connection
 
@@ -27,9 +26,6 @@ log = logging.getLogger("flowgate.engine")
 
 
 def run_engine_core(config: EngineConfig, inbox: Connection, outbox: Connection) -> None:
-    # Before torch loads OpenMP: idle worker threads sleep instead of spinning. The engine shares the machine's
-    # cores with the gateway, and a spinning team whose peer is descheduled makes each op ~10x slower.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from engine.llm_engine import LLMEngine

@@ -1,6 +1,7 @@
 import os
 
-# Test processes share two cores with the engine and server processes they start: see engine/core.py.
+# Test processes share two cores with the engine and server processes they start, and run many tiny ops: a
+# spinning OpenMP team whose peer is descheduled makes each op ~10x slower, so idle threads sleep instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Triton reads this when kernels are defined: on a machine without CUDA the kernels run in its interpreter.
