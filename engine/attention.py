@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.kernel_path import use_triton
+from engine.kernel_path import pick, use_triton
 from kernels import kv_write, paged_attention_decode, paged_attention_prefill
 from kernels.cpu import paged_attention_decode as cpu_decode
 
@@ -47,12 +47,13 @@ def paged_attention(q, k_cache, v_cache, meta: AttentionMetadata, scale: float) 
     out = torch.empty_like(q)
     nd = meta.num_decode_tokens
     if nd:
-        if use_triton(q):
-            op = paged_attention_decode.paged_attention_decode
-        elif cpu_decode.supports(q):
-            op = cpu_decode.paged_attention_decode
-        else:
-            op = paged_attention_decode.paged_attention_decode_ref
+        op = pick(
+            q,
+            triton=paged_attention_decode.paged_attention_decode,
+            cpu=cpu_decode,
+            name="paged_attention_decode",
+            reference=paged_attention_decode.paged_attention_decode_ref,
+        )
         out[:nd] = op(q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale)
     if meta.num_prefills:
         op = paged_attention_prefill.paged_attention_prefill

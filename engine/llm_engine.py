@@ -165,7 +165,7 @@ class LLMEngine:
         if num_prompt_tokens >= self.max_model_len:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.max_model_len} tokens; the prompt has "
-                f"{num_prompt_tokens} tokens, leaving no room to generate.", param="messages")
+                f"{num_prompt_tokens} tokens, leaving no room to generate.", param="prompt")
         if params.max_tokens is None:
             return self.max_model_len - num_prompt_tokens
         if num_prompt_tokens + params.max_tokens > self.max_model_len:

@@ -12,6 +12,7 @@ from typing import TypeVar
 from litestar import Request
 
 from engine.client import AsyncEngine
+from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, merge_outputs
 from gateway.errors import ClientDisconnected
 
@@ -24,6 +25,17 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+@contextlib.contextmanager
+def params_named(**names: str):
+    """Report the engine's field names (prompt, max_tokens) as the endpoint's: chat says `messages`, the
+    Responses API `input` and `max_output_tokens`."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        exc.param = names.get(exc.param, exc.param)
+        raise
 
 
 async def until_disconnect(work: Awaitable[T], request: Request) -> T:

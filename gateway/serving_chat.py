@@ -13,7 +13,7 @@ from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from gateway import sse
 from gateway.chat_core import ChatPlan, plan_chat
-from gateway.generation import collect, new_id, now, started, until_disconnect
+from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.logprobs import chat_logprobs
 from gateway.sampling import sampling_params
 from gateway.schemas.chat import (
@@ -52,11 +52,12 @@ async def create_chat_completion(
         priority=body.priority,
     )
     header = ChunkHeader(id=gen.request_id, model=model)
-    if body.stream:
-        stream = await started(engine.generate(gen), request)
-        chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
-        return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    [out] = await until_disconnect(collect(engine, [gen]), request)
+    with params_named(prompt="messages"):
+        if body.stream:
+            stream = await started(engine.generate(gen), request)
+            chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
+            return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        [out] = await until_disconnect(collect(engine, [gen]), request)
     return ChatCompletion(
         id=header.id,
         created=header.created,

@@ -14,7 +14,7 @@ from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, SamplingParams
 from gateway import sse
 from gateway.chat_core import plan_chat
-from gateway.generation import collect, new_id, now, started, until_disconnect
+from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
 from gateway.schemas.chat import ChatDelta
 from gateway.schemas.response_events import (
@@ -71,12 +71,13 @@ async def create_response(
     params.validate()
     gen = GenerateRequest(request_id=new_id("resp_"), prompt=plan.prompt, params=params, priority=body.priority)
     skeleton = _skeleton(body, model, gen.request_id, params)
-    if body.stream:
-        stream = await started(engine.generate(gen), request)
-        events = ResponseStream(skeleton)
-        return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
-                      media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    [out] = await until_disconnect(collect(engine, [gen]), request)
+    with params_named(prompt="input", max_tokens="max_output_tokens"):
+        if body.stream:
+            stream = await started(engine.generate(gen), request)
+            events = ResponseStream(skeleton)
+            return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
+                          media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        [out] = await until_disconnect(collect(engine, [gen]), request)
     [choice] = out.outputs
     content, calls = plan.parse(choice.text)
     return _finished(skeleton, _output_items(content, calls), out, len(choice.token_ids), choice.finish_reason)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.kernel_path import use_triton
+from engine.kernel_path import pick
 from engine.models.awq import awq_linear_factory
 from kernels.cpu import rms_norm as cpu_rms_norm
 from kernels.cpu import rotary as cpu_rotary
@@ -53,7 +53,9 @@ class Linear(nn.Module):
 def can_pack_linears(device: torch.device, dtype: torch.dtype) -> bool:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype == torch.float32 or (
+        dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def linear_factory(quantization_config: dict | None) -> LinearFactory:
@@ -82,12 +84,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """normed x, or with a residual: (normed(x + residual), x + residual)."""
-        if use_triton(x):
-            op = rms_norm
-        elif cpu_rms_norm.supports(x):
-            op = cpu_rms_norm.rms_norm
-        else:
-            op = rms_norm_ref
+        op = pick(x, triton=rms_norm, cpu=cpu_rms_norm, name="rms_norm", reference=rms_norm_ref)
         return op(x, self.weight, self.eps, residual)
 
 
@@ -103,10 +100,5 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """q [T, Hq, D], k [T, Hkv, D] -> rotated (q, k). The kernels rotate q and k in place, the torch reference
         returns new tensors: use the returned pair, and count on q and k themselves neither being kept nor rotated."""
-        if use_triton(q):
-            op = apply_rotary
-        elif cpu_rotary.supports(q):
-            op = cpu_rotary.apply_rotary
-        else:
-            op = apply_rotary_ref
+        op = pick(q, triton=apply_rotary, cpu=cpu_rotary, name="apply_rotary", reference=apply_rotary_ref)
         return op(q, k, positions, self.cos_sin_cache)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from engine.attention import AttentionMetadata, paged_attention, write_kv
-from engine.kernel_path import use_triton
+from engine.kernel_path import pick
 from engine.models.config import ModelConfig
 from engine.models.layers import Embedding, Linear, LinearFactory, RMSNorm, RotaryEmbedding, linear_factory
 from kernels.cpu import silu_and_mul as cpu_silu_and_mul
@@ -56,10 +56,14 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
-        # No Triton kernel for this one: the C kernel on CPU where it builds, else the torch expression.
-        if not use_triton(gate_up) and cpu_silu_and_mul.supports(gate_up):
-            return self.down_proj(cpu_silu_and_mul.silu_and_mul(gate_up))
-        return self.down_proj(cpu_silu_and_mul.silu_and_mul_ref(gate_up))
+        op = pick(
+            gate_up,
+            triton=None,
+            cpu=cpu_silu_and_mul,
+            name="silu_and_mul",
+            reference=cpu_silu_and_mul.silu_and_mul_ref,
+        )
+        return self.down_proj(op(gate_up))
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -59,7 +59,9 @@ def load(name: str) -> ctypes.CDLL | None:
     """The compiled library of `{name}.c`, or None when it cannot be built here (callers fall back to torch)."""
     if os.environ.get("FLOWGATE_CPU_KERNELS", "1") == "0":
         return None
-    source = (_SOURCES / f"{name}.c").read_text()
+    source = (_SOURCES / f"{name}.c").read_text() + "".join(
+        h.read_text() for h in sorted(_SOURCES.glob("*.h"))
+    )
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         log.warning("no C compiler found: CPU kernel %s falls back to torch", name)

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 static void load_row(const void *src, int64_t offset, int64_t n, int bf16, float *dst) {
     if (!bf16) {
         memcpy(dst, (const float *)src + offset, sizeof(float) * n);
@@ -19,13 +21,6 @@ static void load_row(const void *src, int64_t offset, int64_t n, int bf16, float
     const uint16_t *s = (const uint16_t *)src + offset;
     uint32_t *d = (uint32_t *)dst;
     for (int64_t i = 0; i < n; i++) d[i] = (uint32_t)s[i] << 16;
-}
-
-static uint16_t to_bf16(float f) {  /* round to nearest even, as torch does */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 static void store_row(const float *src, int64_t n, int bf16, void *dst, int64_t offset) {

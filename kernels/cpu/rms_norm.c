@@ -17,19 +17,7 @@
 #pragma GCC target("prefer-vector-width=512") /* full AVX-512 vectors where -march=native has them */
 #endif
 
-static inline float from_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t to_bf16(float f) { /* round to nearest even, as torch does */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+#include "bf16.h" /* after the target pragma, so its functions inline into the kernels */
 
 static inline float load(const void *p, int64_t i, int bf16) {
     return bf16 ? from_bf16(((const uint16_t *)p)[i]) : ((const float *)p)[i];
@@ -40,15 +28,6 @@ static inline void store(void *p, int64_t i, float v, int bf16) {
         ((uint16_t *)p)[i] = to_bf16(v);
     else
         ((float *)p)[i] = v;
-}
-
-static inline float rounded(float f) { /* f rounded to bf16 (as to_bf16) and back, staying in 32-bit lanes */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u = (u & 0x7fffffffu) > 0x7f800000u ? (u & 0xffff0000u) | 0x400000u
-                                        : (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof f);
-    return f;
 }
 
 static inline float round_to(float v, int bf16) { return bf16 ? rounded(v) : v; }

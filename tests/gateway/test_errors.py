@@ -118,6 +118,18 @@ def test_prompt_plus_max_tokens_beyond_the_context_window_states_both_numbers(ht
 
 
 @pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/completions", {"model": MODEL, "prompt": "word " * 2 * MAX_MODEL_LEN}, "prompt"),
+        ("/v1/responses", {"model": MODEL, "input": "word " * 2 * MAX_MODEL_LEN}, "input"),
+        ("/v1/responses", {"model": MODEL, "input": "hi", "max_output_tokens": 5000}, "max_output_tokens"),
+    ],
+)
+def test_context_errors_name_each_endpoints_own_field(http, path, body, param):
+    assert_error(http.post(path, json=body), 400, param=param, code="context_length_exceeded")
+
+
+@pytest.mark.parametrize(
     ("body", "param"),
     [
         ({"model": MODEL, "prompt": []}, "prompt"),
