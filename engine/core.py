@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 
 from engine.config import EngineConfig
@@ -20,9 +22,10 @@ from engine.messages import (
     decode_to_engine,
     encode,
 )
-from engine.protocol import RequestOutput
+from engine.protocol import GenerateRequest, GuidedDecoding, RequestOutput
 
 log = logging.getLogger("flowgate.engine")
+GRAMMAR_POLL_S = 0.005  # how often an idle loop looks for finished grammar compilations
 
 
 def run_engine_core(config: EngineConfig, inbox: Connection, outbox: Connection) -> None:
@@ -44,27 +47,40 @@ class EngineLoop:
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
+        # Grammars compile beside the step loop (xgrammar releases the GIL): a large schema takes seconds, and
+        # every running request would stall for that long. One worker, so the grammar backend is built once.
+        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
+        self._compiling: dict[str, tuple[GenerateRequest, Future]] = {}
 
     def run(self) -> None:
         try:
             while True:
                 # Block while idle; while busy, only drain what has already arrived between steps.
-                while self.inbox.poll(0 if self.engine.has_unfinished() else None):
+                while self.inbox.poll(self._poll_timeout()):
                     if not self._handle(decode_to_engine(self.inbox.recv_bytes())):
                         return
+                self._add_compiled()
                 if self.engine.has_unfinished():
                     self._step()
         except (EOFError, OSError):
             log.info("client went away; engine exiting")
+        finally:
+            self._compiler.shutdown(wait=False, cancel_futures=True)
+
+    def _poll_timeout(self) -> float | None:
+        if self.engine.has_unfinished():
+            return 0
+        return GRAMMAR_POLL_S if self._compiling else None
 
     def _handle(self, msg) -> bool:
         match msg:
+            case AddRequest(request=request) if request.params.guided is not None:
+                compile_grammar = functools.partial(_compile, self.engine, request.params.guided)
+                self._compiling[request.request_id] = (request, self._compiler.submit(compile_grammar))
             case AddRequest(request=request):
-                try:
-                    self.engine.add_request(request)
-                except EngineError as e:
-                    self._send([_error_output(request.request_id, e.code, e.message, e.param)])
+                self._add(request)
             case AbortRequest(request_id=request_id):
+                self._compiling.pop(request_id, None)
                 self.engine.abort_request(request_id)
             case StatsQuery(call_id=call_id):
                 self.outbox.send_bytes(encode(StatsReply(call_id, self.engine.stats())))
@@ -72,13 +88,29 @@ class EngineLoop:
                 return False
         return True
 
+    def _add(self, request: GenerateRequest) -> None:
+        try:
+            self.engine.add_request(request)
+        except EngineError as e:
+            self._send([_error_output(request.request_id, e.code, e.message, e.param)])
+
+    def _add_compiled(self) -> None:
+        """Admit the requests whose grammar is ready (cached now, so add_request does not compile again)."""
+        for request_id, (request, future) in list(self._compiling.items()):
+            if future.done():
+                del self._compiling[request_id]
+                self._add(request)
+
     def _step(self) -> None:
         try:
             outputs = self.engine.step()
         except Exception:
             # Fail what was in flight rather than the process: the engine state is rebuilt per request.
             log.error("engine step failed:\n%s", traceback.format_exc())
-            outputs = [_error_output(rid, "engine_error", "internal engine error") for rid in list(self.engine.requests)]
+            outputs = [
+                _error_output(rid, "engine_error", "internal engine error")
+                for rid in list(self.engine.requests)
+            ]
             for rid in list(self.engine.requests):
                 self.engine.abort_request(rid)
         if outputs:
@@ -88,6 +120,18 @@ class EngineLoop:
         self.outbox.send_bytes(encode(Outputs(outputs)))
 
 
+def _compile(engine, guided: GuidedDecoding) -> None:
+    """In the compiler thread. A failure stays in the future: adding the request raises it again, as its error."""
+    engine.grammar.compile(guided)
+
+
 def _error_output(request_id: str, code: str, message: str, param: str | None = None) -> RequestOutput:
-    return RequestOutput(request_id=request_id, outputs=[], finished=True, num_prompt_tokens=0,
-                         error_code=code, error_message=message, error_param=param)
+    return RequestOutput(
+        request_id=request_id,
+        outputs=[],
+        finished=True,
+        num_prompt_tokens=0,
+        error_code=code,
+        error_message=message,
+        error_param=param,
+    )

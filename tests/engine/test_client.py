@@ -7,7 +7,7 @@ import pytest
 from engine.client import AsyncEngine
 from engine.config import EngineConfig
 from engine.errors import ContextLengthExceeded, InvalidRequest
-from engine.protocol import GenerateRequest, SamplingParams, merge_outputs
+from engine.protocol import GenerateRequest, GuidedDecoding, SamplingParams, merge_outputs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -139,3 +139,43 @@ async def test_prefix_cache_reports_cached_tokens(engine):
     assert first.num_cached_tokens == 0
     assert second.num_cached_tokens >= first.num_prompt_tokens - 16
     assert second.outputs[0].token_ids == first.outputs[0].token_ids
+
+
+async def test_a_grammar_compiles_beside_running_requests(engine):
+    """A fresh, slow-to-compile schema must not stall the step loop: a running stream keeps getting tokens
+    while the guided request waits for its grammar."""
+    schema = '{"type": "object", "properties": {"note": {"type": "string", "maxLength": 150}}, "required": ["note"]}'
+    guided = GenerateRequest(
+        request_id="guided-slow",
+        prompt=chat(engine, "Write a note as JSON."),
+        params=SamplingParams(
+            temperature=0.0, max_tokens=8, guided=GuidedDecoding(kind="json_schema", spec=schema)
+        ),
+    )
+    plain = GenerateRequest(
+        request_id="plain-during-compile",
+        prompt=chat(engine, "Tell me a long story."),
+        params=SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True),
+    )
+    tokens_before_guided_output, guided_started = 0, asyncio.Event()
+
+    async def run_plain():
+        nonlocal tokens_before_guided_output
+        async for out in engine.generate(plain):
+            if not guided_started.is_set():
+                tokens_before_guided_output += sum(len(c.token_ids) for c in out.outputs)
+            if guided_started.is_set() and tokens_before_guided_output:
+                break
+
+    async def run_guided():
+        async for out in engine.generate(guided):
+            if out.outputs and out.outputs[0].token_ids:
+                guided_started.set()
+
+    plain_task = asyncio.create_task(run_plain())
+    await asyncio.sleep(0.5)  # the plain request is decoding
+    tokens_at_submit = tokens_before_guided_output
+    await run_guided()
+    await plain_task
+    assert guided_started.is_set()
+    assert tokens_before_guided_output - tokens_at_submit >= 5
