@@ -68,10 +68,11 @@ class KVCacheManager:
             return
         num_full = seq.num_computed_tokens // self.block_size
         self._hash_full_blocks(seq, num_full * self.block_size)
-        for i in range(num_full):
+        for i in range(seq.num_published_blocks, num_full):
             block = self.pool.blocks[seq.block_table[i]]
             if block.block_hash is None:
                 self.pool.cache(block, seq.block_hashes[i])
+        seq.num_published_blocks = num_full
 
     def record_prefix_lookup(self, num_prompt_tokens: int, num_hit_tokens: int) -> None:
         self.num_prefix_queries += num_prompt_tokens
@@ -80,6 +81,7 @@ class KVCacheManager:
     def free(self, seq: Sequence) -> None:
         self.pool.free(self.pool.blocks[i] for i in reversed(seq.block_table))
         seq.block_table.clear()
+        seq.num_published_blocks = 0
 
     def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> None:
         bs = self.block_size

@@ -36,6 +36,7 @@ class Sequence:
     num_preemptions: int = 0
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of this sequence's full blocks
+    num_published_blocks: int = 0  # leading blocks of block_table already offered to the prefix cache
     blocked_on: Sequence | None = None  # n > 1: waits until this sibling's prompt is cached
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
