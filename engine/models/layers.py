@@ -46,8 +46,10 @@ class Linear(nn.Module):
 
     def pack_for_cpu(self) -> None:
         """Reorder the weight once into oneDNN's blocked layout. F.linear on CPU reorders it on every call:
-        packed, a bf16 decode step of the bundled model at batch 64 takes 136 ms instead of 155."""
+        packed, a bf16 decode step of the bundled model at batch 64 takes 136 ms instead of 155. The plain
+        weight is dropped (a tied embedding keeps its own reference), so weights are not held twice."""
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
+        self.weight = None
 
 
 def can_pack_linears(device: torch.device, dtype: torch.dtype) -> bool:
