@@ -3,7 +3,7 @@
 Both int4 checkpoints are written by our quantizer (same group size, same AutoAWQ format) and served through
 the engine's loader, so what is measured is what `flowgate serve` runs:
 
-    perplexity       teacher-forced, on the held-out text tests/data/heldout.txt (disjoint from calibration);
+    perplexity       teacher-forced, on the held-out text engine/bench/heldout.txt (disjoint from calibration);
                      top-1 agreement: how often the argmax next token there equals the fp32 model's
     weight bytes     the quantizable linears (q/k/v/o/gate/up/down): fp16 (and fp32) sizes against
                      qweight + qzeros + scales; whole checkpoint files too (embeddings stay fp16)
@@ -34,7 +34,7 @@ from engine.protocol import SamplingParams
 from engine.quant.awq import quantize_model
 from engine.tokenizer import Tokenizer
 
-HELDOUT_TEXT = Path(__file__).resolve().parents[2] / "tests" / "data" / "heldout.txt"
+HELDOUT_TEXT = Path(__file__).with_name("heldout.txt")
 WINDOW = 512
 NUM_GREEDY_TOKENS = 32
 CHAT_PROMPTS = (
