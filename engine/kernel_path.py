@@ -23,8 +23,6 @@ def pick(
 ) -> Callable:
     """The op to run on `t`: `triton` (None: there is no Triton kernel), else `cpu.<name>` (a kernels.cpu module)
     when `cpu.supports(t)`, else `reference`."""
-    if triton is not None and use_triton(t):
-        return triton
-    if not use_triton(t) and cpu.supports(t):
-        return getattr(cpu, name)
-    return reference
+    if use_triton(t):
+        return triton or reference
+    return getattr(cpu, name) if cpu.supports(t) else reference

@@ -4,7 +4,8 @@
  * loads. Softmax and accumulation in fp32.
  *
  * Layouts, all contiguous: q, out [batch, num_heads, head_dim]; caches [num_blocks, block_size, num_kv_heads,
- * head_dim]; block_tables [batch, max_blocks] int32; block_size a power of two. Elements are fp32, or bf16 when `bf16` is set. */
+ * head_dim]; block_tables [batch, max_blocks] int32; block_size a power of two. Elements are fp32, or bf16
+ * when `bf16` is set. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -42,6 +43,18 @@ static void softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] /= sum;
 }
 
+/* Where one (sequence, KV head) item reads: its block table and the element offsets within a block. */
+struct item {
+    const int32_t *table;
+    int64_t len, head_offset, block_size, token_stride, block_stride, head_dim, group, elem;
+    int block_shift; /* log2(block_size): a shift, not a division, on every row */
+};
+
+static inline int64_t row_offset(const struct item *it, int64_t t) {
+    return it->table[t >> it->block_shift] * it->block_stride + (t & (it->block_size - 1)) * it->token_stride
+           + it->head_offset;
+}
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 #define MAX_GROUP 16
@@ -59,18 +72,6 @@ static inline void prefetch_rows(const void *base, int64_t offset, int64_t rows,
     const char *start = (const char *)base + offset * elem;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(start + r * stride * elem + b, _MM_HINT_T0);
-}
-
-/* Where one (sequence, KV head) item reads: its block table and the element offsets within a block. */
-struct item {
-    const int32_t *table;
-    int64_t len, head_offset, block_size, token_stride, block_stride, head_dim, group, elem;
-    int block_shift; /* log2(block_size): a shift, not a division, on every row */
-};
-
-static inline int64_t row_offset(const struct item *it, int64_t t) {
-    return it->table[t >> it->block_shift] * it->block_stride + (t & (it->block_size - 1)) * it->token_stride
-           + it->head_offset;
 }
 
 static inline void prefetch_next_block(const struct item *it, const void *cache, int64_t t) {
@@ -123,8 +124,9 @@ static void key_scores_dpbf16(const struct item *it, const uint16_t *q, int64_t 
 
 /* out_g = sum_t p[g, t] v_t, the group's accumulators in registers. Inlined per dtype (see the caller), so
  * the element width is a constant in the hot loop. */
-static inline __attribute__((always_inline)) void weighted_values(const struct item *it, const float *probs, const void *v_cache, int bf16, void *out,
-                            int64_t out_offset) {
+static inline __attribute__((always_inline)) void weighted_values(const struct item *it, const float *probs,
+                                                                 const void *v_cache, int bf16, void *out,
+                                                                 int64_t out_offset) {
     const int64_t chunks = it->head_dim / 16;
     __m512 acc[MAX_GROUP][MAX_CHUNKS], row[MAX_CHUNKS];
     for (int64_t g = 0; g < it->group; g++)
@@ -162,71 +164,68 @@ static void decode_item_avx512(const struct item *it, const void *q, int64_t q_o
 }
 #endif
 
+/* The same for any head_dim and group, without vector intrinsics. */
+static void decode_item_portable(const struct item *it, const void *q, int64_t q_offset, const void *k_cache,
+                                 const void *v_cache, float scale, int bf16, float *scores, void *out) {
+    const int64_t head_dim = it->head_dim, group = it->group, len = it->len;
+    float queries[group * head_dim], acc[group * head_dim], row[head_dim];
+    load_row(q, q_offset, group * head_dim, bf16, queries);
+    for (int64_t i = 0; i < group * head_dim; i++) queries[i] *= scale;
+    for (int64_t t = 0; t < len; t++) {
+        load_row(k_cache, row_offset(it, t), head_dim, bf16, row);
+        for (int64_t g = 0; g < group; g++) {
+            const float *qg = queries + g * head_dim;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t d = 0; d < head_dim; d++) s += qg[d] * row[d];
+            scores[g * len + t] = s;
+        }
+    }
+    for (int64_t g = 0; g < group; g++) softmax(scores + g * len, len);
+    memset(acc, 0, sizeof acc);
+    for (int64_t t = 0; t < len; t++) {
+        load_row(v_cache, row_offset(it, t), head_dim, bf16, row);
+        for (int64_t g = 0; g < group; g++) {
+            const float p = scores[g * len + t];
+            float *ag = acc + g * head_dim;
+#pragma omp simd
+            for (int64_t d = 0; d < head_dim; d++) ag[d] += p * row[d];
+        }
+    }
+    store_row(acc, group * head_dim, bf16, out, q_offset);
+}
+
 void paged_attention_decode(const void *q, const void *k_cache, const void *v_cache, const int32_t *block_tables,
                             const int32_t *context_lens, void *out, int64_t batch, int64_t num_heads,
                             int64_t num_kv_heads, int64_t head_dim, int64_t block_size, int64_t max_blocks,
                             float scale, int bf16) {
-    const int64_t group = num_heads / num_kv_heads, width = group * head_dim;
+    const int64_t group = num_heads / num_kv_heads;
     const int64_t token_stride = num_kv_heads * head_dim, block_stride = block_size * token_stride;
     /* A sequence's KV heads on one thread, in turn: its blocks then stream through one core's caches. Unless
      * that leaves threads idle. */
     const int64_t chunk = batch >= 4 * omp_get_max_threads() ? num_kv_heads : 1;
 #pragma omp parallel
     {
-        float *queries = malloc(sizeof(float) * width), *acc = malloc(sizeof(float) * width);
-        float *row = malloc(sizeof(float) * head_dim), *scores = NULL;
-        int64_t capacity = 0, token = 0;  /* element offset of token t's row for head h */
+        float *scores = NULL;
+        int64_t capacity = 0;
 #pragma omp for schedule(dynamic, chunk)
         for (int64_t item = 0; item < batch * num_kv_heads; item++) {
             const int64_t b = item / num_kv_heads, h = item % num_kv_heads, len = context_lens[b];
-            const int32_t *table = block_tables + b * max_blocks;
-            const int64_t head_offset = (b * num_heads + h * group) * head_dim;
+            const int64_t q_offset = (b * num_heads + h * group) * head_dim;
             if (len > capacity) {
                 capacity = len;
                 scores = realloc(scores, sizeof(float) * group * capacity);
             }
+            const struct item it = {block_tables + b * max_blocks, len, h * head_dim, block_size, token_stride,
+                                    block_stride, head_dim, group, bf16 ? 2 : 4, __builtin_ctzll(block_size)};
 #ifdef __AVX512F__
             if (head_dim % 16 == 0 && head_dim <= 16 * MAX_CHUNKS && group <= MAX_GROUP) {
-                const struct item it = {table, len, h * head_dim, block_size, token_stride, block_stride,
-                                        head_dim, group, bf16 ? 2 : 4, __builtin_ctzll(block_size)};
-                decode_item_avx512(&it, q, head_offset, k_cache, v_cache, scale, bf16, scores, out);
+                decode_item_avx512(&it, q, q_offset, k_cache, v_cache, scale, bf16, scores, out);
                 continue;
             }
 #endif
-            load_row(q, head_offset, width, bf16, queries);
-            for (int64_t i = 0; i < width; i++) queries[i] *= scale;
-
-            for (int64_t t = 0; t < len; t++) {
-                if (t % block_size == 0) token = table[t / block_size] * block_stride + h * head_dim;
-                load_row(k_cache, token, head_dim, bf16, row);
-                token += token_stride;
-                for (int64_t g = 0; g < group; g++) {
-                    const float *qg = queries + g * head_dim;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int64_t d = 0; d < head_dim; d++) s += qg[d] * row[d];
-                    scores[g * len + t] = s;
-                }
-            }
-            for (int64_t g = 0; g < group; g++) softmax(scores + g * len, len);
-
-            memset(acc, 0, sizeof(float) * width);
-            for (int64_t t = 0; t < len; t++) {
-                if (t % block_size == 0) token = table[t / block_size] * block_stride + h * head_dim;
-                load_row(v_cache, token, head_dim, bf16, row);
-                token += token_stride;
-                for (int64_t g = 0; g < group; g++) {
-                    const float p = scores[g * len + t];
-                    float *ag = acc + g * head_dim;
-#pragma omp simd
-                    for (int64_t d = 0; d < head_dim; d++) ag[d] += p * row[d];
-                }
-            }
-            store_row(acc, width, bf16, out, head_offset);
+            decode_item_portable(&it, q, q_offset, k_cache, v_cache, scale, bf16, scores, out);
         }
-        free(queries);
-        free(acc);
-        free(row);
         free(scores);
     }
 }
