@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from engine.client import AsyncEngine
+from gateway.auth import provide_identity
 from gateway.dependencies import provide_engine
 from gateway.errors import JSONBodyRequest, openai_exception_handler
 from gateway.routes.chat import ChatController
@@ -40,7 +41,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready],
         lifespan=[partial(engine_lifespan, settings)],
-        dependencies={"engine": Provide(provide_engine, sync_to_thread=False)},
+        dependencies={
+            "engine": Provide(provide_engine, sync_to_thread=False),
+            "identity": Provide(provide_identity, sync_to_thread=False),
+        },
         exception_handlers={Exception: openai_exception_handler},
         request_class=JSONBodyRequest,
         request_max_body_size=settings.max_body_bytes,
