@@ -12,6 +12,8 @@ so a cached block is evicted only when nothing plain-free is left ahead of it.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,12 +23,20 @@ from dataclasses import dataclass
 class Block:
     block_id: int
     ref_cnt: int = 0
-    block_hash: int | None = None
+    block_hash: bytes | None = None
 
 
-def hash_block(parent_hash: int | None, token_ids: Iterable[int]) -> int:
-    """Identify a full block by its tokens and everything before it (via the parent's hash)."""
-    return hash((parent_hash, tuple(token_ids)))
+def root_hash(cache_salt: str | None) -> bytes:
+    """The parent of a sequence's first block: requests with different salts never share a block."""
+    return hashlib.sha256(b"flowgate-kv\0" + (cache_salt or "").encode()).digest()
+
+
+def hash_block(parent_hash: bytes, token_ids: Iterable[int]) -> bytes:
+    """Identify a full block by its tokens and everything before it (via the parent's hash).
+
+    SHA-256, not Python's hash(): a collision would serve one tenant another's KV, and tuple hashing
+    collides by construction for crafted inputs. Input = 32-byte parent + token ids as uint32."""
+    return hashlib.sha256(parent_hash + array("I", token_ids).tobytes()).digest()
 
 
 class BlockPool:
@@ -35,14 +45,14 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_queue: OrderedDict[int, Block] = OrderedDict((b.block_id, b) for b in self.blocks)
-        self.cached: dict[int, Block] = {}
+        self.cached: dict[bytes, Block] = {}
 
     @property
     def num_free_blocks(self) -> int:
         """Blocks that can be allocated now, cached ones included (they are evicted on demand)."""
         return len(self.free_queue)
 
-    def lookup(self, block_hash: int) -> Block | None:
+    def lookup(self, block_hash: bytes) -> Block | None:
         return self.cached.get(block_hash) if self.enable_caching else None
 
     def allocate(self, n: int) -> list[Block]:
@@ -76,7 +86,7 @@ class BlockPool:
                 else:
                     self.free_queue[block.block_id] = block
 
-    def cache(self, block: Block, block_hash: int) -> None:
+    def cache(self, block: Block, block_hash: bytes) -> None:
         """Register a block whose tokens are all computed. A duplicate of a cached block stays uncached."""
         if not self.enable_caching or block.block_hash is not None or block_hash in self.cached:
             return

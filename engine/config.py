@@ -22,6 +22,9 @@ class EngineConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 1024
     enable_prefix_caching: bool = True
+    # Scheduler aging: a waiting request gains one priority level per this many seconds (0 disables);
+    # see Sequence.sort_key for the bound it gives.
+    priority_aging_s: float = 30.0
     num_threads: int | None = None  # torch intra-op threads on CPU
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -33,6 +36,8 @@ class EngineConfig:
             raise ValueError("kv_cache_fraction must be in (0, 0.95]")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be at least 1")
+        if self.priority_aging_s < 0:
+            raise ValueError("priority_aging_s must be non-negative")
 
     @classmethod
     def from_env(cls, **overrides) -> EngineConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.block_pool import Block, BlockPool, hash_block
+from engine.block_pool import Block, BlockPool, hash_block, root_hash
 from engine.sequence import Sequence
 
 
@@ -86,5 +86,5 @@ class KVCacheManager:
     def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> None:
         bs = self.block_size
         for i in range(len(seq.block_hashes), num_tokens // bs):
-            parent = seq.block_hashes[i - 1] if i else None
+            parent = seq.block_hashes[i - 1] if i else root_hash(seq.cache_salt)
             seq.block_hashes.append(hash_block(parent, seq.token_ids[i * bs : (i + 1) * bs]))

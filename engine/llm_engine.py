@@ -190,6 +190,7 @@ class LLMEngine:
             seq_id=next(self._seq_ids), request_id=request.request_id, index=index,
             token_ids=list(prompt_ids), num_prompt_tokens=len(prompt_ids), params=params,
             max_tokens=max_tokens, priority=request.priority, arrival_time=arrival,
+            aging_s=self.config.priority_aging_s, cache_salt=request.cache_salt,
         )
         if params.seed is not None:
             seq.generator = torch.Generator().manual_seed(params.seed + index)

@@ -73,6 +73,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     prompt_token_ids: list[int] | None = None
     priority: int = 0  # lower runs first; FCFS within a priority
     arrival_time: float | None = None  # defaults to when the engine receives it
+    # Prefix-cache isolation (vLLM's cache_salt): cached KV is reused only by requests with the same salt.
+    cache_salt: str | None = None
 
 
 class TopLogprob(msgspec.Struct, array_like=True):

@@ -115,7 +115,8 @@ class Scheduler:
     def _allocate_for_waiting(self, seq, num_new, cached_prefix, out: SchedulerOutput) -> bool:
         """Admit if blocks allow; a more important request may preempt less important running ones."""
         while not self.kv.allocate_slots(seq, num_new, cached_prefix):
-            victims = [s for s in self.running if s.priority > seq.priority]
+            # Only a less important class is preempted, and not once it has aged past the newcomer.
+            victims = [s for s in self.running if s.priority > seq.priority and s.sort_key > seq.sort_key]
             if not victims:
                 return False
             self._preempt(max(victims, key=lambda s: s.sort_key), out)

@@ -30,12 +30,14 @@ class Sequence:
     max_tokens: int  # resolved: params.max_tokens or what the context window leaves
     priority: int = 0
     arrival_time: float = 0.0
+    aging_s: float = 0.0  # see sort_key; 0 disables aging
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
     num_preemptions: int = 0
     block_table: list[int] = field(default_factory=list)
-    block_hashes: list[int] = field(default_factory=list)  # chained hashes of this sequence's full blocks
+    cache_salt: str | None = None  # folded into the first block's hash: prefix hits only within one salt
+    block_hashes: list[bytes] = field(default_factory=list)  # chained hashes of this sequence's full blocks
     num_published_blocks: int = 0  # leading blocks of block_table already offered to the prefix cache
     blocked_on: Sequence | None = None  # n > 1: waits until this sibling's prompt is cached
     finish_reason: FinishReason | None = None
@@ -63,6 +65,14 @@ class Sequence:
         return self.status is SequenceStatus.FINISHED
 
     @property
-    def sort_key(self) -> tuple[int, float, int]:
-        """Scheduling order: lower priority value first, then arrival (FCFS), then creation."""
+    def sort_key(self) -> tuple[float, float, int]:
+        """Scheduling order: lower priority value first, then arrival (FCFS), then creation.
+
+        With aging, waiting lowers a request's priority value by 1 every `aging_s` seconds, so the order is
+        by `priority * aging_s + arrival_time`, a key that does not change while it waits (the heap stays
+        valid). The bound this gives: a request of priority p that arrived at t is ordered ahead of every
+        request of priority q < p that arrives after t + (p - q) * aging_s; a free request is never
+        starved by a stream of paid requests, it waits at most for those that arrived within that window."""
+        if self.aging_s > 0:
+            return (self.priority * self.aging_s + self.arrival_time, 0.0, self.seq_id)
         return (self.priority, self.arrival_time, self.seq_id)
