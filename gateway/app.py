@@ -13,16 +13,30 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from engine.client import AsyncEngine
 from gateway.auth import provide_identity
+from gateway.auth.config import AuthConfig
+from gateway.auth.middleware import AuthMiddleware
+from gateway.auth.service import Tiers
 from gateway.dependencies import provide_engine
 from gateway.errors import JSONBodyRequest, openai_exception_handler
+from gateway.routes.admin import AdminController
 from gateway.routes.chat import ChatController
 from gateway.routes.completions import CompletionsController
 from gateway.routes.health import health, ready
 from gateway.routes.models import ModelsController
 from gateway.routes.responses import ResponsesController
 from gateway.settings import Settings
+from gateway.tiering import tiered_engine
 
 VERSION = "0.1.0"
+
+
+@asynccontextmanager
+async def tiers_lifespan(app: Litestar) -> AsyncIterator[None]:
+    app.state.tiers = Tiers(AuthConfig.from_env())
+    try:
+        yield
+    finally:
+        await app.state.tiers.close()
 
 
 @asynccontextmanager
@@ -39,11 +53,14 @@ async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[No
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
-        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready],
-        lifespan=[partial(engine_lifespan, settings)],
+        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready,
+                        AdminController],
+        lifespan=[tiers_lifespan, partial(engine_lifespan, settings)],
+        middleware=[AuthMiddleware()],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
+            "tiered": Provide(tiered_engine, sync_to_thread=False),
         },
         exception_handlers={Exception: openai_exception_handler},
         request_class=JSONBodyRequest,

@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 
 from engine.cli import bench_app, models_app, quantize_app
+from gateway.keys_cli import keys_app
 
 app = typer.Typer(help="flowgate: an OpenAI-compatible LLM inference service.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(quantize_app, name="quantize")
+app.add_typer(keys_app, name="keys")
 
 
 @bench_app.command("gateway")

@@ -3,6 +3,9 @@
 | raised                                   | status | type                  |
 |------------------------------------------|--------|-----------------------|
 | InvalidRequest / ContextLengthExceeded   | 400    | invalid_request_error |
+| AuthenticationFailed (any bad key)       | 401    | authentication_error  |
+| PermissionDenied (model, tier)           | 403    | permission_error      |
+| RateLimited (key limits, tier capacity)  | 429    | rate_limit_error (+ retry-after) |
 | Litestar validation, unparsable body     | 400    | invalid_request_error |
 | ModelNotFound, unknown route             | 404    | invalid_request_error |
 | wrong method                             | 405    | invalid_request_error |
@@ -46,6 +49,24 @@ class ModelNotFound(Exception):
         self.model = model
 
 
+class AuthenticationFailed(Exception):
+    """Missing, malformed, unknown or revoked: one message for all, so a caller learns nothing."""
+
+    message = "Incorrect API key provided. You can find your API key in your flowgate administrator's records."
+
+
+class PermissionDenied(Exception):
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+class RateLimited(Exception):
+    def __init__(self, message: str, *, headers: dict[str, str], code: str = "rate_limit_exceeded"):
+        super().__init__(message)
+        self.message, self.headers, self.code = message, headers, code
+
+
 class JSONBodyRequest(Request):
     """Turns the body decoding failures msgspec raises as plain Python errors into 400s."""
 
@@ -68,6 +89,12 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
     match exc:
         case InvalidRequest():
             return error_response(400, exc.message, param=exc.param, code=exc.code)
+        case AuthenticationFailed():
+            return error_response(401, exc.message, code="invalid_api_key")
+        case PermissionDenied():
+            return error_response(403, exc.message, param=exc.param, code="permission_denied")
+        case RateLimited():
+            return error_response(429, exc.message, code=exc.code, headers=exc.headers)
         case EngineOverloaded() | EngineDead():
             return error_response(503, exc.message, code=exc.code, headers={"Retry-After": "1"})
         case ModelNotFound():

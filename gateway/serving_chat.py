@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from litestar import Request
 from litestar.response import Stream
 
-from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from gateway import sse
+from gateway.auth.policy import default_tool_choice
 from gateway.chat_core import ChatPlan, plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.logprobs import chat_logprobs
@@ -26,16 +26,17 @@ from gateway.schemas.chat import (
     ChunkChoice,
 )
 from gateway.schemas.usage import Usage
+from gateway.tiering import TieredEngine
 
 
 async def create_chat_completion(
-    body: ChatCompletionRequest, model: str, engine: AsyncEngine, request: Request
+    body: ChatCompletionRequest, model: str, engine: TieredEngine, request: Request
 ) -> ChatCompletion | Stream:
     plan = plan_chat(
         engine.tokenizer,
         body.messages,
         tools=body.tools,
-        tool_choice=body.tool_choice,
+        tool_choice=default_tool_choice(body.tool_choice, body.tools, body.messages, engine.tool_choice_default),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=body.response_format,
     )
@@ -51,7 +52,7 @@ async def create_chat_completion(
         ),
         priority=body.priority,
     )
-    header = ChunkHeader(id=gen.request_id, model=model)
+    header = ChunkHeader(id=gen.request_id, model=model, service_tier=engine.service_tier)
     with params_named(prompt="messages"):
         if body.stream:
             stream = await started(engine.generate(gen), request)
@@ -64,6 +65,7 @@ async def create_chat_completion(
         model=model,
         choices=[_choice(c, plan) for c in out.outputs],
         usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
+        service_tier=header.service_tier,
     )
 
 
@@ -97,11 +99,12 @@ class ChunkHeader:
 
     id: str
     model: str
+    service_tier: str | None = None
     created: int = field(default_factory=now)
 
     def chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
         return sse.data(ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
-                                            choices=choices, usage=usage))
+                                            choices=choices, usage=usage, service_tier=self.service_tier))
 
 
 async def stream_chat(

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from litestar import Request
 from litestar.response import Stream
 
-from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from engine.tokenizer import Tokenizer
@@ -17,10 +16,11 @@ from gateway.logprobs import completion_logprobs
 from gateway.sampling import sampling_params
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from gateway.schemas.usage import Usage
+from gateway.tiering import TieredEngine
 
 
 async def create_completion(
-    body: CompletionRequest, model: str, engine: AsyncEngine, request: Request
+    body: CompletionRequest, model: str, engine: TieredEngine, request: Request
 ) -> Completion | Stream:
     _reject_unsupported(body)
     prompts = _prompts(body.prompt)
@@ -39,7 +39,7 @@ async def create_completion(
         for i, p in enumerate(prompts)
     ]
     echoes = [_echo(p, engine.tokenizer) if body.echo else "" for p in prompts]
-    header = Completion(id=completion_id, created=now(), model=model, choices=[])
+    header = Completion(id=completion_id, created=now(), model=model, choices=[], service_tier=engine.service_tier)
     if body.stream:
         stream = await started(merged([engine.generate(g) for g in gens]), request)
         chunks = stream_completions(stream, header, echoes, n=body.n, include_usage=body.include_usage)
@@ -119,9 +119,10 @@ async def stream_completions(
                 logprobs=completion_logprobs(output.logprobs, offset),
                 finish_reason=output.finish_reason,
             )
-            yield sse.data(Completion(id=header.id, created=header.created, model=header.model, choices=[choice]))
+            yield sse.data(Completion(id=header.id, created=header.created, model=header.model, choices=[choice],
+                                       service_tier=header.service_tier))
     if include_usage:
         usage = _usage(list(last.values()), completion_tokens)
         yield sse.data(Completion(id=header.id, created=header.created, model=header.model, choices=[],
-                                  usage=usage))
+                                  usage=usage, service_tier=header.service_tier))
     yield sse.DONE

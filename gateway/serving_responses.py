@@ -9,10 +9,10 @@ from litestar import Request
 from litestar.response import Stream
 from msgspec.structs import replace
 
-from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, SamplingParams
 from gateway import sse
+from gateway.auth.policy import default_tool_choice
 from gateway.chat_core import plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
@@ -46,19 +46,22 @@ from gateway.schemas.responses import (
     TextConfig,
 )
 from gateway.schemas.tools import ToolCall
+from gateway.tiering import TieredEngine
 
 
 async def create_response(
-    body: ResponsesRequest, model: str, engine: AsyncEngine, request: Request
+    body: ResponsesRequest, model: str, engine: TieredEngine, request: Request
 ) -> ResponseObject | Stream:
     if body.previous_response_id is not None:
         raise InvalidRequest("previous_response_id is not supported: responses are not stored",
                              param="previous_response_id")
+    messages, tools = chat_messages(body), chat_tools(body)
+    tool_choice = default_tool_choice(chat_tool_choice(body.tool_choice), tools, messages, engine.tool_choice_default)
     plan = plan_chat(
         engine.tokenizer,
-        chat_messages(body),
-        tools=chat_tools(body),
-        tool_choice=chat_tool_choice(body.tool_choice),
+        messages,
+        tools=tools,
+        tool_choice=tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=chat_response_format(body.text),
     )
@@ -70,7 +73,7 @@ async def create_response(
     )
     params.validate()
     gen = GenerateRequest(request_id=new_id("resp_"), prompt=plan.prompt, params=params, priority=body.priority)
-    skeleton = _skeleton(body, model, gen.request_id, params)
+    skeleton = replace(_skeleton(body, model, gen.request_id, params), service_tier=engine.service_tier)
     with params_named(prompt="input", max_tokens="max_output_tokens"):
         if body.stream:
             stream = await started(engine.generate(gen), request)

@@ -8,11 +8,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from engine.client import AsyncEngine
 from gateway.dependencies import require_model
 from gateway.routes.errors import ERROR_RESPONSES
 from gateway.schemas.chat import ChatCompletion, ChatCompletionRequest
 from gateway.serving_chat import create_chat_completion
+from gateway.tiering import TieredEngine
 
 
 class ChatController(Controller):
@@ -22,6 +22,6 @@ class ChatController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a chat completion (server-sent events when `stream` is true)")
     async def create(
-        self, data: JSONBody[ChatCompletionRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
+        self, data: JSONBody[ChatCompletionRequest], tiered: NamedDependency[TieredEngine], state: State, request: Request
     ) -> ChatCompletion | Stream:
-        return await create_chat_completion(data, require_model(data.model, state), engine, request)
+        return await create_chat_completion(data, require_model(data.model, state), tiered.bind(data), request)

@@ -8,11 +8,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from engine.client import AsyncEngine
 from gateway.dependencies import require_model
 from gateway.routes.errors import ERROR_RESPONSES
 from gateway.schemas.completions import Completion, CompletionRequest
 from gateway.serving_completions import create_completion
+from gateway.tiering import TieredEngine
 
 
 class CompletionsController(Controller):
@@ -22,6 +22,6 @@ class CompletionsController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a text completion (server-sent events when `stream` is true)")
     async def create(
-        self, data: JSONBody[CompletionRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
+        self, data: JSONBody[CompletionRequest], tiered: NamedDependency[TieredEngine], state: State, request: Request
     ) -> Completion | Stream:
-        return await create_completion(data, require_model(data.model, state), engine, request)
+        return await create_completion(data, require_model(data.model, state), tiered.bind(data), request)

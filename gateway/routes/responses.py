@@ -8,11 +8,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from engine.client import AsyncEngine
 from gateway.dependencies import require_model
 from gateway.routes.errors import ERROR_RESPONSES
 from gateway.schemas.responses import ResponseObject, ResponsesRequest
 from gateway.serving_responses import create_response
+from gateway.tiering import TieredEngine
 
 
 class ResponsesController(Controller):
@@ -22,6 +22,6 @@ class ResponsesController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a model response (stateless; Responses events when `stream` is true)")
     async def create(
-        self, data: JSONBody[ResponsesRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
+        self, data: JSONBody[ResponsesRequest], tiered: NamedDependency[TieredEngine], state: State, request: Request
     ) -> ResponseObject | Stream:
-        return await create_response(data, require_model(data.model, state), engine, request)
+        return await create_response(data, require_model(data.model, state), tiered.bind(data), request)

@@ -84,6 +84,7 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    service_tier: str | None = None  # the tier actually used
 
 
 class FunctionCallDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -122,3 +123,4 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     choices: list[ChunkChoice]
     usage: Usage | None = None  # only on the extra last chunk when stream_options.include_usage
     system_fingerprint: str | None = None
+    service_tier: str | None = None

@@ -46,3 +46,4 @@ class Completion(msgspec.Struct, kw_only=True):
     choices: list[CompletionChoice]
     usage: Usage | None = None  # absent on stream chunks unless it is the usage chunk
     system_fingerprint: str | None = None
+    service_tier: str | None = None  # the tier actually used

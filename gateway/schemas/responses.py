@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from gateway.schemas.sampling import Temperature, TopP
+from gateway.schemas.sampling import ServiceTier, Temperature, TopP
 
 
 class InputText(msgspec.Struct, kw_only=True):
@@ -78,6 +78,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] | None = None
     user: str | None = None
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
+    service_tier: ServiceTier | None = None
 
 
 class OutputText(msgspec.Struct, kw_only=True, tag_field="type", tag="output_text"):
@@ -149,3 +150,4 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] = {}
     store: bool = False
     previous_response_id: None = None
+    service_tier: str | None = None  # the tier actually used

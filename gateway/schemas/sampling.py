@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -19,6 +19,7 @@ Bias = Annotated[float, Meta(ge=-100.0, le=100.0)]
 MaxTokens = Annotated[int, Meta(ge=1)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Stop = str | Annotated[list[str], Meta(max_length=MAX_STOP_SEQUENCES)]
+ServiceTier = Literal["auto", "default", "flex", "priority"]
 
 
 class SamplingFields(msgspec.Struct, kw_only=True):
@@ -34,7 +35,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0  # lower runs first; reserved for tiers
+    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0  # lower runs first; may only lower the key's
+    service_tier: ServiceTier | None = None  # OpenAI's; never above the key's own tier
 
     @property
     def include_usage(self) -> bool:
