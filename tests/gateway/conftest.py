@@ -68,7 +68,6 @@ def server(tmp_path_factory) -> Server:
         # Open mode (no keys) whatever keys the machine's $FLOWGATE_HOME holds; keyed servers: test_auth_*.
         "FLOWGATE_KEYS_FILE": str(log_path.parent / "keys.json"),
     }
-    env.pop("FLOWGATE_REDIS_URL", None)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--port", str(port)],
