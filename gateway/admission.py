@@ -100,7 +100,8 @@ class TierGate:
 
     def _dispatch(self) -> None:
         while self.inflight < self.capacity and self.num_waiting:
-            key_id = min(self.waiting, key=lambda k: self.served[k])
+            # Ties go to the key with fewer requests waiting (the lighter user).
+            key_id = min(self.waiting, key=lambda k: (self.served[k], len(self.waiting[k])))
             waiter = self.waiting[key_id].popleft()
             self._drop_if_empty(key_id)
             self.num_waiting -= 1
