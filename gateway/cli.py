@@ -29,6 +29,24 @@ def bench_gateway(
     run(model=model, num_requests=requests, max_tokens=max_tokens, as_json=json)
 
 
+@bench_app.command("tiers")
+def bench_tiers(
+    model: str = "smollm2-135m",
+    paid_requests: Annotated[int, typer.Option(help="Paid requests idle, and again under the flood")] = 40,
+    flood_s: Annotated[float, typer.Option(help="Length of the free flood")] = 20.0,
+    free_keys: Annotated[int, typer.Option(help="Free keys sharing the flood (the first sends 2x)")] = 4,
+    overload: Annotated[float, typer.Option(help="Free arrivals as a multiple of the free tier's capacity")] = 4.0,
+    free_inflight: Annotated[int, typer.Option(help="FLOWGATE_ADMIT_FREE_INFLIGHT for the server")] = 8,
+    free_queue: Annotated[int, typer.Option(help="FLOWGATE_ADMIT_FREE_QUEUE for the server")] = 32,
+    free_max_tokens: int = 32,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Paid TTFT idle vs under a free flood (>= 4x capacity), free refusals, per-key fair share."""
+    from gateway.bench_tiers import run
+
+    run(model, paid_requests, flood_s, free_keys, overload, free_inflight, free_queue, free_max_tokens, json)
+
+
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,
