@@ -161,8 +161,9 @@ async def _calibrate(http, free: list[str], model: str, concurrency: int, max_to
 
 async def _flood(http, paid: str, free: list[str], model: str, seconds: float, rate: float, paid_requests: int,
                  max_tokens: int) -> dict:
-    weights = [2.0] + [1.0] * (len(free) - 1)  # the first key floods twice as hard as each other key
-    schedule = [k for k, w in enumerate(weights) for _ in range(int(w * 4))]
+    # The first key floods twice as hard as each other key; arrivals interleave the keys evenly.
+    weights = [2] + [1] * (len(free) - 1)
+    schedule = [k for _, k in sorted(((j + 0.5) / w, k) for k, w in enumerate(weights) for j in range(w))]
     served_tokens = [0] * len(free)
     refusal_s: list[float] = []
     state = {"served": 0, "errors": 0, "offered": 0}
