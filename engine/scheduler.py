@@ -67,14 +67,32 @@ class Scheduler:
         out = SchedulerOutput(token_budget=self.max_num_batched_tokens)
         # Decodes first so a long prefill chunk never starves them; priority order within each group.
         order = sorted(self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.sort_key))
-        for seq in order:
+        # A more important request waiting to start gets a step without the sequences it outranks, so its
+        # first token (TTFT) does not pay for their decodes; they resume next step.
+        urgent = self._urgent_waiting()
+        yielded = [s for s in order if urgent is not None and _outranks(urgent, s)]
+        self._schedule_running([s for s in order if s not in yielded], out)
+        if not out.preempted:
+            self._admit_waiting(out)
+        if yielded and urgent not in out.scheduled:  # it could not start after all: nobody yields
+            self._schedule_running(yielded, out)
+        return out
+
+    def _schedule_running(self, seqs: list[Sequence], out: SchedulerOutput) -> None:
+        for seq in seqs:
             if seq.status is SequenceStatus.RUNNING and out.token_budget > 0:
                 num_new = min(seq.num_tokens - seq.num_computed_tokens, out.token_budget)
                 if self._make_room(seq, num_new, out):
                     out.add(seq, num_new)
-        if not out.preempted:
-            self._admit_waiting(out)
-        return out
+
+    def _urgent_waiting(self) -> Sequence | None:
+        """The next waiting sequence, if it outranks a running one and there is a seat for it."""
+        if not self.waiting or len(self.running) >= self.max_num_seqs:
+            return None
+        head = self.waiting[0][1]
+        if head.blocked_on is not None or head.num_preemptions:
+            return None
+        return head if any(_outranks(head, s) for s in self.running) else None
 
     def update_from_output(self, out: SchedulerOutput) -> None:
         """Advance computed counts after the model ran, and publish newly full blocks to the cache."""
@@ -140,3 +158,8 @@ class Scheduler:
         out.preempted.append(seq)
         self.num_preemptions += 1
         self.add(seq)
+
+
+def _outranks(a: Sequence, b: Sequence) -> bool:
+    """`a` is of a more important class than `b` and has not been overtaken by `b`'s aging."""
+    return a.priority < b.priority and a.sort_key < b.sort_key

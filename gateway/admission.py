@@ -1,6 +1,8 @@
 """Admission per tier, and fairness between the keys of a tier, before requests reach the engine.
 
-Each tier has its own gate: at most `inflight` of its requests in the engine and `queue` waiting. Free
+Each tier has its own gate: at most `inflight` of its requests in the engine and `queue` waiting, and no
+newcomer queued whose projected wait (waiting requests x mean time in the engine / inflight) is over
+`max_wait_s`: an overloaded tier answers at once instead of timing requests out. Free
 traffic therefore fills and overflows only its own gate (fast 429s with Retry-After) while paid requests
 go straight through to the engine, whose priority scheduling puts them first; paid is refused only when
 paid traffic alone fills the paid gate.
@@ -15,6 +17,7 @@ flooding a tier cannot fill the queue and shut the others out.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
@@ -31,11 +34,13 @@ class _Waiter:
 
 
 class TierGate:
-    def __init__(self, tier: str, inflight: int, queue: int, timeout_s: float):
+    def __init__(self, tier: str, inflight: int, queue: int, timeout_s: float, max_wait_s: float = float("inf")):
         self.tier = tier
         self.capacity = inflight
         self.max_waiting = queue
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s
+        self.mean_service_s: float | None = None  # moving average of a request's time in the engine
         self.inflight = 0
         self.waiting: dict[str, deque[_Waiter]] = {}
         self.num_waiting = 0
@@ -43,12 +48,13 @@ class TierGate:
         self.inflight_by_key: dict[str, int] = defaultdict(int)
         self.num_refused = 0
 
-    async def acquire(self, key_id: str, cost: int) -> None:
-        """Return once the request may enter the engine; raise RateLimited if the tier is full."""
+    async def acquire(self, key_id: str, cost: int) -> float:
+        """Return (the start time, for release) once the request may enter the engine; raise RateLimited
+        if the tier is full."""
         self._lift(key_id)
         if self.inflight < self.capacity and not self.num_waiting:
             self._start(key_id, cost)
-            return
+            return time.monotonic()
         waiter = _Waiter(key_id, cost)
         self._enqueue(waiter)
         try:
@@ -62,9 +68,13 @@ class TierGate:
             else:
                 self._forget(waiter)
             raise
+        return time.monotonic()
 
-    def release(self, key_id: str, cost: int, used: int) -> None:
+    def release(self, key_id: str, cost: int, used: int, started: float | None = None) -> None:
         """The request left the engine having used `used` tokens of the `cost` it was admitted with."""
+        if started is not None and used:
+            took = time.monotonic() - started
+            self.mean_service_s = took if self.mean_service_s is None else 0.8 * self.mean_service_s + 0.2 * took
         self.inflight -= 1
         self.inflight_by_key[key_id] -= 1
         if not self.inflight_by_key[key_id]:
@@ -85,8 +95,14 @@ class TierGate:
         if active:
             self.served[key_id] = max(self.served[key_id], min(active))
 
+    def projected_wait_s(self) -> float:
+        """How long a request queued now would wait, from the recent time requests spend in the engine."""
+        if self.mean_service_s is None:
+            return 0.0
+        return (self.num_waiting + 1) * self.mean_service_s / self.capacity
+
     def _enqueue(self, waiter: _Waiter) -> None:
-        if self.num_waiting >= self.max_waiting:
+        if self.num_waiting >= self.max_waiting or self.projected_wait_s() > self.max_wait_s:
             mine = len(self.waiting.get(waiter.key_id, ()))
             heaviest = max(self.waiting, key=lambda k: len(self.waiting[k]))
             if heaviest == waiter.key_id or len(self.waiting[heaviest]) <= mine + 1:

@@ -77,7 +77,7 @@ class TieredEngine:
         used = prompt = cached = completion = 0
         try:
             gate = self.tiers.gates[self.tier]
-            await gate.acquire(self.identity.key_id, cost)
+            started = await gate.acquire(self.identity.key_id, cost)
             try:
                 async for out in self.engine.generate(request):
                     prompt, cached = out.num_prompt_tokens, out.num_cached_tokens
@@ -85,7 +85,7 @@ class TieredEngine:
                     yield out
             finally:
                 used = prompt + completion
-                gate.release(self.identity.key_id, cost, used)
+                gate.release(self.identity.key_id, cost, used, started)
         finally:
             spawn(self.tiers.limiter.release(ticket, used))
             spawn(self.tiers.ledger.record(self.identity.key_id, self.tier, requests=int(first and prompt > 0),
@@ -109,11 +109,14 @@ class TieredEngine:
 
     def _cost(self, request: GenerateRequest) -> int:
         """Tokens reserved up front: the prompt plus every choice's max_tokens (or the rest of the context)."""
+        max_model_len = self.engine.model_info.max_model_len
         if request.prompt_token_ids is not None:
             num_prompt = len(request.prompt_token_ids)
+        elif len(request.prompt or "") > 8 * max_model_len:  # the engine will refuse it; skip tokenizing
+            num_prompt = max_model_len
         else:
             num_prompt = len(self.engine.tokenizer.encode(request.prompt or ""))
-        max_new = request.params.max_tokens or max(self.engine.model_info.max_model_len - num_prompt, 1)
+        max_new = request.params.max_tokens or max(max_model_len - num_prompt, 1)
         return num_prompt + max_new * request.params.n
 
 

@@ -12,6 +12,7 @@
 | FLOWGATE_ADMIT_<TIER>_INFLIGHT   | paid 64, free 8, batch 4     | engine requests a tier may have in flight    |
 | FLOWGATE_ADMIT_<TIER>_QUEUE      | paid 256, free 32, batch 256 | requests a tier may queue before 429s        |
 | FLOWGATE_ADMIT_QUEUE_TIMEOUT_S   | 30                           | longest wait in the queue before a 429       |
+| FLOWGATE_ADMIT_MAX_WAIT_S        | 10                           | projected queue wait that gets an instant 429 |
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AuthConfig:
     tool_choice_default: ToolChoiceDefault = "auto"
     admission: dict[str, TierAdmission] = field(default_factory=lambda: dict(DEFAULT_ADMISSION))
     queue_timeout_s: float = 30.0
+    max_wait_s: float = 10.0  # refuse at once rather than queue a request that would wait longer
 
     def __post_init__(self):
         if self.tool_choice_default not in ("auto", "required_first_turn"):
@@ -74,6 +76,7 @@ class AuthConfig:
             "admission": admission,
             "queue_timeout_s": float(env["FLOWGATE_ADMIT_QUEUE_TIMEOUT_S"])
             if env.get("FLOWGATE_ADMIT_QUEUE_TIMEOUT_S") else None,
+            "max_wait_s": float(env["FLOWGATE_ADMIT_MAX_WAIT_S"]) if env.get("FLOWGATE_ADMIT_MAX_WAIT_S") else None,
         }
         return cls(**{k: v for k, v in values.items() if v is not None})
 

@@ -21,7 +21,7 @@ from gateway.errors import RateLimited
 
 logger = logging.getLogger("flowgate.auth")
 WINDOW_S = 60
-REDIS_RETRY_S = 1.0  # after a Redis failure, use memory for this long before trying again
+REDIS_RETRY_S = 5.0  # after a Redis failure, use memory for this long before trying again
 FALLBACKS = Counter("flowgate_ratelimit_fallback_total", "Rate-limit checks done in memory because Redis failed")
 
 # KEYS: requests, tokens (this window), concurrency. ARGV: rpm, tpm, max_concurrent (0 = unlimited),

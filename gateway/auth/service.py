@@ -18,9 +18,12 @@ logger = logging.getLogger("flowgate.auth")
 
 def redis_client(url: str):
     import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    # Short timeouts: with Redis down a request falls back to local state instead of hanging.
-    return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # Short timeouts and no retries: with Redis down a request falls back to local state instead of hanging.
+    return redis.asyncio.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                        retry=Retry(NoBackoff(), 0))
 
 
 def key_store(config: AuthConfig, redis=None) -> RedisKeyStore | FileKeyStore:
@@ -35,7 +38,7 @@ class Tiers:
         self.keys = KeyCache(key_store(config, self.redis))
         self.limiter = RateLimiter(self.redis, config.redis_prefix)
         self.ledger = UsageLedger(self.redis, config.redis_prefix)
-        self.gates = {tier: TierGate(tier, a.inflight, a.queue, config.queue_timeout_s)
+        self.gates = {tier: TierGate(tier, a.inflight, a.queue, config.queue_timeout_s, config.max_wait_s)
                       for tier, a in config.admission.items()}
         self._open_mode_logged = False
 

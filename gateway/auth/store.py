@@ -16,6 +16,8 @@ import msgspec
 from gateway.auth.config import KEY_REFRESH_S
 from gateway.auth.keys import KeyRecord
 
+STORE_RETRY_S = 5.0  # while the store is unreadable, try it this often (not on every refresh)
+
 logger = logging.getLogger("flowgate.auth")
 _records = msgspec.json.Decoder(dict[str, KeyRecord])
 
@@ -88,7 +90,7 @@ class KeyCache:
 
     async def get(self) -> dict[str, KeyRecord]:
         now = time.monotonic()
-        if now - self._checked_at >= KEY_REFRESH_S:
+        if now - self._checked_at >= (STORE_RETRY_S if self.store_down else KEY_REFRESH_S):
             self._checked_at = now
             await self._refresh()
         return self.records

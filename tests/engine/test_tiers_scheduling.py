@@ -99,3 +99,22 @@ def test_block_hashes_are_sha256_chained_from_the_salt():
     assert a != hash_block(root_hash("b"), [1, 2, 3, 4])
     assert a != hash_block(root_hash("a"), [1, 2, 3, 5])
     assert hash_block(a, [5]) != hash_block(root_hash("a"), [5])
+
+
+def test_a_paid_arrival_gets_a_step_without_the_free_decodes_it_outranks():
+    kv = KVCacheManager(num_blocks=64, block_size=4)
+    scheduler = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=64)
+    free = [seq(i, priority=1, arrival=0.0) for i in range(3)]
+    for s in free:
+        scheduler.add(s)
+    scheduler.update_from_output(scheduler.schedule())
+    for s in free:
+        s.token_ids.append(7)  # each now decodes one token per step
+    paid = seq(10, priority=0, arrival=1.0)
+    scheduler.add(paid)
+    out = scheduler.schedule()
+    assert list(out.scheduled) == [paid]
+    scheduler.update_from_output(out)
+    paid.token_ids.append(7)
+    assert set(scheduler.schedule().scheduled) == {paid, *free}  # next step everyone decodes together
+    kv.pool.check_integrity()

@@ -118,3 +118,13 @@ def test_required_first_turn_makes_an_agent_call_its_tool(local):
         *messages, {"role": "assistant", "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
     assert later.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_set_tier_takes_effect_on_the_running_server(local):
+    env, server = local["env"], local["server"]
+    secret, key_id = create_key(env, "--tier", "free")
+    time.sleep(0.6)
+    assert chat(server, secret).json()["service_tier"] == "default"
+    keys(env, "set-tier", key_id, "paid")
+    time.sleep(0.6)
+    assert chat(server, secret).json()["service_tier"] == "priority"

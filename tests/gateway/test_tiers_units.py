@@ -4,6 +4,7 @@ priority / service-tier resolution, key hashing, the first-turn tool policy."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -129,9 +130,9 @@ async def test_rate_limits_requests_tokens_and_concurrency(limiter):
 
 
 async def test_limiter_falls_back_to_memory_when_redis_is_down():
-    import redis.asyncio
+    from gateway.auth.service import redis_client
 
-    dead = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    dead = redis_client("redis://127.0.0.1:1/0")
     limiter = RateLimiter(dead, "fgtest:dead:")
     ticket, _ = await limiter.admit("k", Limits(rpm=1), tokens=1, count_request=True, take_concurrency=False)
     assert not ticket.in_redis
@@ -180,3 +181,18 @@ def test_required_first_turn_policy():
     assert default_tool_choice(None, tools, later, "required_first_turn") is None
     assert default_tool_choice(None, None, first, "required_first_turn") is None
     assert default_tool_choice(None, tools, first, "auto") is None
+
+
+async def test_a_request_that_would_wait_too_long_is_refused_at_once():
+    gate = TierGate("free", inflight=1, queue=100, timeout_s=30, max_wait_s=1.0)
+    gate.mean_service_s = 0.6  # as measured from recent requests
+    started = await gate.acquire("a", 1)
+    first = asyncio.ensure_future(gate.acquire("b", 1))  # projected wait 0.6 s: queued
+    await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    with pytest.raises(RateLimited, match="capacity"):
+        await gate.acquire("c", 1)  # projected 1.2 s: refused now, not after a timeout
+    assert time.monotonic() - t0 < 0.1
+    gate.release("a", 1, 1, started)
+    await first
+    assert gate.mean_service_s < 0.6
