@@ -15,6 +15,7 @@ from gateway import sse
 from gateway.chat_core import ChatPlan, plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.logprobs import chat_logprobs
+from gateway.request_checks import check_sampling, check_tool_messages, check_tools_not_empty
 from gateway.sampling import sampling_params
 from gateway.schemas.chat import (
     AssistantMessage,
@@ -31,6 +32,9 @@ from gateway.schemas.usage import Usage
 async def create_chat_completion(
     body: ChatCompletionRequest, model: str, engine: AsyncEngine, request: Request
 ) -> ChatCompletion | Stream:
+    check_sampling(body)
+    check_tools_not_empty(body.tools)
+    check_tool_messages(body.messages)
     plan = plan_chat(
         engine.tokenizer,
         body.messages,

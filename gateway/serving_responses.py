@@ -15,6 +15,7 @@ from engine.protocol import GenerateRequest, RequestOutput, SamplingParams
 from gateway import sse
 from gateway.chat_core import plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
+from gateway.request_checks import check_tool_messages, check_tools_not_empty
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
 from gateway.schemas.chat import ChatDelta
 from gateway.schemas.response_events import (
@@ -54,9 +55,12 @@ async def create_response(
     if body.previous_response_id is not None:
         raise InvalidRequest("previous_response_id is not supported: responses are not stored",
                              param="previous_response_id")
+    check_tools_not_empty(body.tools)
+    messages = chat_messages(body)
+    check_tool_messages(messages, param="input")
     plan = plan_chat(
         engine.tokenizer,
-        chat_messages(body),
+        messages,
         tools=chat_tools(body),
         tool_choice=chat_tool_choice(body.tool_choice),
         parallel_tool_calls=body.parallel_tool_calls,
