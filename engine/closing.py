@@ -108,20 +108,19 @@ def _candidates(node: xgr.GrammarMatcher, tokens: CandidateTokens, bitmask) -> l
     return [int(t) for t in found]
 
 
-WINDOW = 24  # look ahead once the budget left is within this many tokens of the distance
-RECHECK_EVERY = 6  # otherwise re-measure the distance this often (it grows by a few tokens per token at most)
-TOP_K = 4  # the model's favourite tokens checked one by one in the window
+WINDOW = 16  # steer once the budget left is within this many tokens of the distance
+RECHECK_EVERY = 4  # farther away, re-measure the distance this often (a token adds a few tokens to it at most)
+TOP_K = 3  # the model's favourite tokens checked in the window
 
 
 class BudgetSteering:
     """Keeps a grammar completable within max_tokens (one per sequence, driven by GrammarLogitsProcessor).
 
     Let R be the tokens left and D the distance to a complete grammar. Far from the end nothing changes.
-    Within WINDOW of it, the model's favourite allowed tokens are checked in logit order and each one after
-    which the grammar could no longer complete within R - 1 tokens is masked, until one passes; if none of
-    TOP_K does, or when R == D, only the first tokens of a shortest completion stay allowed. With greedy
-    decoding the output therefore always completes; a sampled token outside the checked ones can still
-    overrun, and then the closing is only as short as possible.
+    Within WINDOW of it only verified tokens stay allowed: the first tokens of a shortest completion, plus
+    those of the model's TOP_K favourites after which the grammar can still complete within R - 1 tokens.
+    Whatever is sampled from them, the output completes within max_tokens; when R == D only the shortest
+    completion remains.
     """
 
     def __init__(self, tokens: CandidateTokens, max_tokens: int):
@@ -135,24 +134,26 @@ class BudgetSteering:
 
         remaining = self._max_tokens - num_accepted
         self._since_check += 1
-        if remaining > self._distance + WINDOW and self._since_check < RECHECK_EVERY:
+        if remaining > self._distance + 2 * WINDOW and self._since_check < RECHECK_EVERY:
             return
         self._since_check = 0
-        completion = shortest_completion(matcher, self._tokens, remaining)
+        completion = shortest_completion(matcher, self._tokens, remaining) or shortest_completion(
+            matcher, self._tokens, remaining, max_nodes=10 * MAX_NODES)
         if completion is None:
-            return  # cannot complete any more (a sampled detour), or too costly to tell: leave it
+            return  # cannot complete any more (past a detour), or too costly to tell: leave it
         self._distance = completion.distance
         if remaining > completion.distance + WINDOW:
             return
+        keep = set(completion.first_tokens) or set(self._tokens.stop.tolist())
         if remaining > completion.distance:
             for token in torch.topk(logits, TOP_K).indices.tolist():
                 if logits[token] == float("-inf"):
                     break
                 child = matcher.fork()
-                if child.accept_token(token) and shortest_completion(child, self._tokens, remaining - 1):
-                    return
-                logits[token] = float("-inf")
-        keep = sorted(completion.first_tokens) or self._tokens.stop.tolist()
+                if token in keep or (child.accept_token(token) and
+                                     shortest_completion(child, self._tokens, remaining - 1)):
+                    keep.add(token)
+        keep = sorted(keep)
         kept = logits[keep].clone()
         logits.fill_(float("-inf"))
         logits[keep] = kept
