@@ -109,7 +109,7 @@ def _candidates(node: xgr.GrammarMatcher, tokens: CandidateTokens, bitmask) -> l
 
 
 WINDOW = 16  # steer once the budget left is within this many tokens of the distance
-RECHECK_EVERY = 4  # farther away, re-measure the distance this often (a token adds a few tokens to it at most)
+MAX_GROWTH = 4  # assumed most a token adds to the distance (opening a value that has required keys)
 TOP_K = 3  # the model's favourite tokens checked in the window
 
 
@@ -126,23 +126,23 @@ class BudgetSteering:
     def __init__(self, tokens: CandidateTokens, max_tokens: int):
         self._tokens = tokens
         self._max_tokens = max_tokens
-        self._distance = 0
-        self._since_check = RECHECK_EVERY
+        self._next_check = 0  # in accepted tokens
 
     def apply(self, matcher: xgr.GrammarMatcher, logits, num_accepted: int) -> None:
         import torch
 
-        remaining = self._max_tokens - num_accepted
-        self._since_check += 1
-        if remaining > self._distance + 2 * WINDOW and self._since_check < RECHECK_EVERY:
+        if num_accepted < self._next_check:
             return
-        self._since_check = 0
+        remaining = self._max_tokens - num_accepted
         completion = shortest_completion(matcher, self._tokens, remaining) or shortest_completion(
             matcher, self._tokens, remaining, max_nodes=10 * MAX_NODES)
         if completion is None:
             return  # cannot complete any more (past a detour), or too costly to tell: leave it
-        self._distance = completion.distance
-        if remaining > completion.distance + WINDOW:
+        slack = remaining - completion.distance - WINDOW
+        if slack > 0:
+            # Far from the end: measure again before the slack can be used up (the distance grows by at
+            # most MAX_GROWTH per token while the budget shrinks by one).
+            self._next_check = num_accepted + max(1, slack // (MAX_GROWTH + 1))
             return
         keep = set(completion.first_tokens) or set(self._tokens.stop.tolist())
         if remaining > completion.distance:
