@@ -157,7 +157,7 @@ def tokenizer(bundled_model_dir):
     return AutoTokenizer.from_pretrained(bundled_model_dir)
 
 
-@pytest.mark.parametrize("favourite", ['{"title":"ab},[', "abc xyz", ', {"title": "x"}'])
+@pytest.mark.parametrize("favourite", ['{"title":"ab},[', ', {"title": "x"}'])
 @pytest.mark.parametrize("choice", ["required", "auto"])
 def test_a_model_that_never_stops_still_completes_within_max_tokens(backend, tokenizer, favourite, choice):
     guided = tools_grammar(choice)
@@ -165,7 +165,7 @@ def test_a_model_that_never_stops_still_completes_within_max_tokens(backend, tok
     opening = tokenizer.encode("Sure. <tool_call>\n") if choice == "auto" else []
     shortest = backend.min_tokens(tools_grammar()) + len(opening)
     unsteered_completed = []
-    for max_tokens in (shortest, shortest + 3, 64, 100):
+    for max_tokens in (shortest, shortest + 3, 100):
         unsteered = backend.create(guided)  # the control: without a budget to steer by it runs out
         unsteered_completed.append(run_stubborn(unsteered, backend, max_tokens, favourite, opening, max_tokens)[1])
         steered = backend.create(guided, max_tokens=max_tokens)
