@@ -60,7 +60,8 @@ async def create_response(
     messages = chat_messages(body)
     check_tool_messages(messages, param="input")
     resolved = resolve(request_defaults(request), max_tokens=body.max_output_tokens, temperature=body.temperature,
-                       has_tools=bool(body.tools) and body.tool_choice != "none", max_parallel_tool_calls=None)
+                       has_tools=bool(body.tools) and body.tool_choice != "none",
+                       max_parallel_tool_calls=body.max_tool_calls)
     plan = plan_chat(
         engine.tokenizer,
         messages,

@@ -119,3 +119,15 @@ def test_server_defaults_are_applied_only_where_omitted_and_reported(http):
     assert explicit.status_code == 200 and "x-flowgate-defaults-applied" not in explicit.headers
     no_tools = http.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 2})
     assert "x-flowgate-defaults-applied" not in no_tools.headers
+
+
+def test_responses_api_caps_calls_and_reports_defaults(http):
+    ask = "Weather in Paris, London, Rome, Tokyo, Lima and Cairo?"
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    response = http.post("/v1/responses", json={"model": MODEL, "input": ask, "tools": tools,
+                                                 "tool_choice": "required", "max_tool_calls": 1})
+    assert response.status_code == 200, response.text
+    calls = [item for item in response.json()["output"] if item["type"] == "function_call"]
+    assert len(calls) == 1
+    jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER)
+    assert "temperature=0.0" in response.headers["x-flowgate-defaults-applied"]
