@@ -224,4 +224,5 @@ def load() -> tuple[list[dict], dict[str, dict]]:
 
 
 if __name__ == "__main__":
-    CASES_PATH.write_text(json.dumps({"functions": FUNCTIONS, "cases": generate()}, indent=1) + "\n")
+    lines = ",\n".join(json.dumps(case) for case in generate())
+    CASES_PATH.write_text(f'{{"functions": {json.dumps(FUNCTIONS)},\n"cases": [\n{lines}\n]}}\n')
