@@ -123,6 +123,7 @@ class EngineLoop:
 def _compile(engine, guided: GuidedDecoding) -> None:
     """In the compiler thread. A failure stays in the future: adding the request raises it again, as its error."""
     engine.grammar.compile(guided)
+    engine.grammar.min_tokens(guided)
 
 
 def _error_output(request_id: str, code: str, message: str, param: str | None = None) -> RequestOutput:

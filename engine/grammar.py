@@ -31,11 +31,16 @@ import torch
 import xgrammar as xgr
 from transformers import AutoTokenizer
 
+from engine.closing import BudgetSteering, CandidateTokens, shortest_completion
 from engine.errors import InvalidRequest
 from engine.logits_process import LogitsProcessor
 from engine.protocol import GuidedDecoding
 
 COMPILED_GRAMMAR_CACHE_SIZE = 512
+MIN_TOKENS_LIMIT = 4096
+MIN_TOKENS_NODES = 20_000
+_WHAT_BY_KIND = {"structural_tag": "a complete tool call", "json_schema": "JSON matching the schema",
+                 "json_object": "a JSON object"}
 # A length-bounded string's character in xgrammar's EBNF, and what JSON allows there (no C0 controls).
 _BOUNDED_STRING_CHAR = r"[^\"\\\r\n]"
 _JSON_STRING_CHAR = r"[^\0-\x1f\"\\]"
@@ -55,13 +60,32 @@ class GrammarBackend:
         self.tokenizer_info = load_tokenizer_info(Path(model_dir), vocab_size)
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=min(8, os.cpu_count() or 1))
         self._compile = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._compile_uncached)
+        self.candidates = CandidateTokens(self.tokenizer_info)
+        self._min_tokens = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._min_tokens_uncached)
 
-    def validate(self, guided: GuidedDecoding) -> None:
-        """Raise InvalidRequest if the grammar cannot be compiled; a success leaves it cached for create()."""
+    def validate(self, guided: GuidedDecoding, max_tokens: int | None = None) -> None:
+        """Raise InvalidRequest if the grammar cannot be compiled, or if `max_tokens` is below the shortest
+        output it allows; a success leaves both cached for create()."""
         self.compile(guided)
+        shortest = self.min_tokens(guided)
+        if max_tokens is not None and shortest is not None and max_tokens < shortest:
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}, but the shortest output this request allows "
+                f"({_WHAT_BY_KIND.get(guided.kind, 'grammar-valid output')}) takes {shortest} tokens",
+                param="max_tokens")
 
-    def create(self, guided: GuidedDecoding) -> GrammarLogitsProcessor:
-        return GrammarLogitsProcessor(self.compile(guided), self.vocab_size)
+    def min_tokens(self, guided: GuidedDecoding) -> int | None:
+        """Tokens in the shortest complete output (0 when free text may end at once); None if too costly."""
+        return self._min_tokens(guided.kind, guided.spec)
+
+    def create(self, guided: GuidedDecoding, max_tokens: int | None = None) -> GrammarLogitsProcessor:
+        steering = None if max_tokens is None else BudgetSteering(self.candidates, max_tokens)
+        return GrammarLogitsProcessor(self.compile(guided), self.vocab_size, steering)
+
+    def _min_tokens_uncached(self, kind: str, spec: str) -> int | None:
+        matcher = xgr.GrammarMatcher(self._compile(kind, spec))
+        completion = shortest_completion(matcher, self.candidates, limit=MIN_TOKENS_LIMIT, max_nodes=MIN_TOKENS_NODES)
+        return None if completion is None else completion.distance
 
     def compile(self, guided: GuidedDecoding) -> xgr.CompiledGrammar:
         try:
@@ -89,23 +113,27 @@ class GrammarBackend:
 class GrammarLogitsProcessor(LogitsProcessor):
     """One sequence's matcher: masks every token the grammar cannot accept next."""
 
-    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int):
+    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int, steering: BudgetSteering | None = None):
         self._matcher = xgr.GrammarMatcher(compiled)
         self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self._vocab_size = vocab_size
+        self._steering = steering
+        self._num_accepted = 0
 
     def apply(self, logits: torch.Tensor) -> None:
         if self._matcher.is_terminated():
             return
-        if not self._matcher.fill_next_token_bitmask(self._bitmask):
-            return  # every token is allowed here (free text): nothing to mask
-        bitmask = self._bitmask if logits.device.type == "cpu" else self._bitmask.to(logits.device)
-        xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask, vocab_size=self._vocab_size)
+        if self._matcher.fill_next_token_bitmask(self._bitmask):  # False: every token allowed (free text)
+            bitmask = self._bitmask if logits.device.type == "cpu" else self._bitmask.to(logits.device)
+            xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask, vocab_size=self._vocab_size)
+        if self._steering is not None:
+            self._steering.apply(self._matcher, logits, self._num_accepted)
 
     def accept(self, token_id: int) -> None:
         if not self._matcher.accept_token(token_id):
             # Only possible if something sampled outside the mask apply() produced.
             raise RuntimeError(f"token {token_id} violates the request's grammar")
+        self._num_accepted += 1
 
     def is_terminated(self) -> bool:
         return self._matcher.is_terminated()

@@ -83,7 +83,7 @@ class LLMEngine:
         max_tokens = self._resolve_max_tokens(params, len(prompt_ids))
         self._check_fits(len(prompt_ids) + max_tokens)
         if params.guided is not None:
-            self.grammar.validate(params.guided)
+            self.grammar.validate(params.guided, max_tokens)
         seqs = [self._new_sequence(request, i, prompt_ids, max_tokens, logits_processors) for i in range(params.n)]
         for follower in seqs[1:]:
             follower.blocked_on = seqs[0]
@@ -196,7 +196,7 @@ class LLMEngine:
             seq.generator = torch.Generator().manual_seed(params.seed + index)
         seq.logits_processors = list(extra_processors)
         if params.guided is not None:
-            seq.logits_processors.append(self.grammar.create(params.guided))
+            seq.logits_processors.append(self.grammar.create(params.guided, max_tokens))
         seq.detokenizer = IncrementalDetokenizer(
             self.tokenizer, seq.token_ids, len(prompt_ids), params.stop, params.include_stop_str_in_output)
         return seq

@@ -43,6 +43,7 @@ async def tiers_lifespan(app: Litestar) -> AsyncIterator[None]:
 async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[None]:
     engine = await AsyncEngine.start(settings.engine)
     app.state.engine = engine
+    app.state.request_defaults = settings.request_defaults
     app.state.served_model_names = tuple(dict.fromkeys((engine.model_info.name, settings.engine.model)))
     try:
         yield

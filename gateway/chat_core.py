@@ -29,13 +29,14 @@ class ChatPlan:
     prompt: str
     guided: GuidedDecoding | None
     with_tools: bool  # tools were given, so the output is parsed for calls
+    max_calls: int | None = None  # calls past it (and repeats of an earlier call) are dropped
 
     def parse(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The whole output as (content, tool calls); content is None when only calls were made."""
-        return parse_tool_calls(text) if self.with_tools else (text, [])
+        return parse_tool_calls(text, self.max_calls) if self.with_tools else (text, [])
 
     def stream_parser(self) -> ToolCallStream | TextStream:
-        return ToolCallStream() if self.with_tools else TextStream()
+        return ToolCallStream(self.max_calls) if self.with_tools else TextStream()
 
 
 def plan_chat(
@@ -46,15 +47,19 @@ def plan_chat(
     tool_choice: ToolChoice | None = None,
     parallel_tool_calls: bool = True,
     response_format: ResponseFormat | None = None,
+    max_parallel_tool_calls: int | None = None,
 ) -> ChatPlan:
+    """`max_parallel_tool_calls` caps the calls of one answer (in the grammar where it can, for required and
+    named calls; in the parser always); without parallel calls the cap is one."""
     validate_tools(tools, tool_choice, parallel_tool_calls)
     validate_response_format(response_format)
     try:
         prompt = render_prompt(tokenizer, messages, tools, tool_choice)
     except jinja2.TemplateError as exc:
         raise InvalidRequest(f"the model's chat template rejected the messages: {exc}", param="messages") from exc
-    guided = build_guided(tools, tool_choice, parallel_tool_calls, response_format)
-    return ChatPlan(prompt=prompt, guided=guided, with_tools=bool(tools))
+    max_calls = max_parallel_tool_calls if parallel_tool_calls is not False else 1
+    guided = build_guided(tools, tool_choice, parallel_tool_calls, response_format, max_calls)
+    return ChatPlan(prompt=prompt, guided=guided, with_tools=bool(tools), max_calls=max_calls)
 
 
 class TextStream:
@@ -73,8 +78,8 @@ class ToolCallStream:
     """Streamed text -> chat deltas: content, then per call its index, id and name (arguments "") followed
     by argument fragments, so the fragments add up to the non-streamed `arguments`."""
 
-    def __init__(self):
-        self.parser = ToolCallParser()
+    def __init__(self, max_calls: int | None = None):
+        self.parser = ToolCallParser(max_calls)
 
     @property
     def has_tool_calls(self) -> bool:

@@ -47,6 +47,23 @@ def bench_tiers(
     run(model, paid_requests, flood_s, free_keys, overload, free_inflight, free_queue, free_max_tokens, json)
 
 
+@bench_app.command("tools")
+def bench_tools(
+    model: str = "smollm2-135m",
+    url: Annotated[str | None, typer.Option(help="A running server instead of starting one")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only N cases, spread over the categories")] = None,
+    max_tokens: int = 128,
+    temperature: Annotated[float | None, typer.Option(help="Sent only when given, as agent clients do")] = None,
+    concurrency: int = 4,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Tool-calling accuracy on our eval set: valid and exact calls per category, for auto and required."""
+    from gateway.toolbench.run import run
+
+    run(model=model, url=url, limit=limit, max_tokens=max_tokens, temperature=temperature,
+        concurrency=concurrency, as_json=json)
+
+
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,

@@ -68,9 +68,13 @@ class RateLimited(Exception):
 
 
 class JSONBodyRequest(Request):
-    """Turns the body decoding failures msgspec raises as plain Python errors into 400s."""
+    """Turns the body decoding failures msgspec raises as plain Python errors into 400s, and reads only JSON
+    (or an unlabelled body) as JSON: OpenAI answers a text/plain body with a 400."""
 
     async def json(self):
+        media_type = self.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise ClientException(f"Content-Type must be application/json, got {media_type!r}.")
         try:
             return await super().json()
         except UnicodeDecodeError as exc:

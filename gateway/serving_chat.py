@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.response import Stream
+from msgspec.structs import replace
 
 from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
@@ -15,6 +16,8 @@ from gateway.auth.policy import default_tool_choice
 from gateway.chat_core import ChatPlan, plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.logprobs import chat_logprobs
+from gateway.request_checks import check_sampling, check_tool_messages, check_tools_not_empty
+from gateway.request_defaults import request_defaults, resolve
 from gateway.sampling import sampling_params
 from gateway.schemas.chat import (
     AssistantMessage,
@@ -32,6 +35,13 @@ from gateway.tiering import TieredEngine
 async def create_chat_completion(
     body: ChatCompletionRequest, model: str, engine: TieredEngine, request: Request
 ) -> ChatCompletion | Stream:
+    check_sampling(body)
+    check_tools_not_empty(body.tools)
+    check_tool_messages(body.messages)
+    has_tools = bool(body.tools) and body.tool_choice != "none"
+    resolved = resolve(request_defaults(request), max_tokens=body.max_completion_tokens or body.max_tokens,
+                       temperature=body.temperature, has_tools=has_tools,
+                       max_parallel_tool_calls=body.max_parallel_tool_calls)
     plan = plan_chat(
         engine.tokenizer,
         body.messages,
@@ -39,13 +49,16 @@ async def create_chat_completion(
         tool_choice=default_tool_choice(body.tool_choice, body.tools, body.messages, engine.tool_choice_default),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=body.response_format,
+        max_parallel_tool_calls=resolved.max_parallel_tool_calls,
     )
+    if "max_tokens" in resolved.applied:
+        resolved = resolved.within_context(engine.model_info.max_model_len - len(engine.tokenizer.encode(plan.prompt)))
     gen = GenerateRequest(
         request_id=new_id("chatcmpl-"),
         prompt=plan.prompt,
         params=sampling_params(
-            body,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
+            replace(body, temperature=resolved.temperature),
+            max_tokens=resolved.max_tokens,
             logprobs=_num_logprobs(body),
             vocab_size=engine.model_info.vocab_size,
             guided=plan.guided,
@@ -57,9 +70,10 @@ async def create_chat_completion(
         if body.stream:
             stream = await started(engine.generate(gen), request)
             chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
-            return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+            return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE,
+                          headers={**sse.HEADERS, **resolved.headers})
         [out] = await until_disconnect(collect(engine, [gen]), request)
-    return ChatCompletion(
+    completion = ChatCompletion(
         id=header.id,
         created=header.created,
         model=model,
@@ -67,6 +81,7 @@ async def create_chat_completion(
         usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
         service_tier=header.service_tier,
     )
+    return Response(completion, headers=resolved.headers) if resolved.headers else completion
 
 
 def _num_logprobs(body: ChatCompletionRequest) -> int | None:
@@ -77,6 +92,8 @@ def _num_logprobs(body: ChatCompletionRequest) -> int | None:
 
 def _choice(output: CompletionOutput, plan: ChatPlan) -> ChatChoice:
     content, tool_calls = plan.parse(output.text)
+    if content is None and not tool_calls:
+        content = ""  # null content only ever goes with tool calls
     return ChatChoice(
         index=output.index,
         message=AssistantMessage(role="assistant", content=content, tool_calls=tool_calls or None),

@@ -13,6 +13,7 @@ from engine.tokenizer import Tokenizer
 from gateway import sse
 from gateway.generation import collect, merged, new_id, now, started, until_disconnect
 from gateway.logprobs import completion_logprobs
+from gateway.request_checks import check_sampling
 from gateway.sampling import sampling_params
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from gateway.schemas.usage import Usage
@@ -22,6 +23,7 @@ from gateway.tiering import TieredEngine
 async def create_completion(
     body: CompletionRequest, model: str, engine: TieredEngine, request: Request
 ) -> Completion | Stream:
+    check_sampling(body)
     _reject_unsupported(body)
     prompts = _prompts(body.prompt)
     params = sampling_params(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.response import Stream
 from msgspec.structs import replace
 
@@ -15,6 +15,8 @@ from gateway import sse
 from gateway.auth.policy import default_tool_choice
 from gateway.chat_core import plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
+from gateway.request_checks import check_tool_messages, check_tools_not_empty
+from gateway.request_defaults import request_defaults, resolve
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
 from gateway.schemas.chat import ChatDelta
 from gateway.schemas.response_events import (
@@ -55,8 +57,13 @@ async def create_response(
     if body.previous_response_id is not None:
         raise InvalidRequest("previous_response_id is not supported: responses are not stored",
                              param="previous_response_id")
+    check_tools_not_empty(body.tools)
     messages, tools = chat_messages(body), chat_tools(body)
+    check_tool_messages(messages, param="input")
     tool_choice = default_tool_choice(chat_tool_choice(body.tool_choice), tools, messages, engine.tool_choice_default)
+    resolved = resolve(request_defaults(request), max_tokens=body.max_output_tokens, temperature=body.temperature,
+                       has_tools=bool(body.tools) and tool_choice != "none",
+                       max_parallel_tool_calls=body.max_tool_calls)
     plan = plan_chat(
         engine.tokenizer,
         messages,
@@ -64,11 +71,14 @@ async def create_response(
         tool_choice=tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=chat_response_format(body.text),
+        max_parallel_tool_calls=resolved.max_parallel_tool_calls,
     )
+    if "max_tokens" in resolved.applied:
+        resolved = resolved.within_context(engine.model_info.max_model_len - len(engine.tokenizer.encode(plan.prompt)))
     params = SamplingParams(
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=1.0 if resolved.temperature is None else resolved.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
-        max_tokens=body.max_output_tokens,
+        max_tokens=resolved.max_tokens,
         guided=plan.guided,
     )
     params.validate()
@@ -79,11 +89,12 @@ async def create_response(
             stream = await started(engine.generate(gen), request)
             events = ResponseStream(skeleton)
             return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
-                          media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+                          media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **resolved.headers})
         [out] = await until_disconnect(collect(engine, [gen]), request)
     [choice] = out.outputs
     content, calls = plan.parse(choice.text)
-    return _finished(skeleton, _output_items(content, calls), out, len(choice.token_ids), choice.finish_reason)
+    finished = _finished(skeleton, _output_items(content, calls), out, len(choice.token_ids), choice.finish_reason)
+    return Response(finished, headers=resolved.headers) if resolved.headers else finished
 
 
 def _skeleton(body: ResponsesRequest, model: str, response_id: str, params: SamplingParams) -> ResponseObject:
@@ -94,7 +105,7 @@ def _skeleton(body: ResponsesRequest, model: str, response_id: str, params: Samp
         model=model,
         output=[],
         instructions=body.instructions,
-        max_output_tokens=body.max_output_tokens,
+        max_output_tokens=params.max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
         tool_choice=body.tool_choice or ("auto" if body.tools else "none"),

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from engine.config import EngineConfig
+from gateway.request_defaults import RequestDefaults
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get a 413 before any parsing
     log_level: str = "info"
     engine: EngineConfig = field(default_factory=EngineConfig)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)  # gateway.request_defaults
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -36,7 +38,8 @@ class Settings:
             "log_level": env.get("FLOWGATE_LOG_LEVEL"),
         }
         engine = EngineConfig.from_env(model=model, **engine_overrides)
-        return cls(engine=engine, **{k: v for k, v in values.items() if v is not None})
+        return cls(engine=engine, request_defaults=RequestDefaults.from_env(),
+                   **{k: v for k, v in values.items() if v is not None})
 
 
 def _int_or_none(raw: str | None) -> int | None:

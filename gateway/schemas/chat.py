@@ -42,6 +42,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    max_parallel_tool_calls: Annotated[int, Meta(ge=1)] | None = None  # ours: at most this many calls
     response_format: ResponseFormat | None = None
 
 

@@ -68,6 +68,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     tools: list[FunctionTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    max_tool_calls: Annotated[int, Meta(ge=1)] | None = None  # at most this many calls in the answer
     max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None

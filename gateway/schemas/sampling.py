@@ -10,7 +10,7 @@ from msgspec import Meta
 from gateway.schemas.usage import StreamOptions
 
 MAX_N = 16
-MAX_STOP_SEQUENCES = 16
+MAX_STOP_SEQUENCES = 4  # as OpenAI
 
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]

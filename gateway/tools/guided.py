@@ -5,7 +5,7 @@ begin text fixes the function name, whose content is the function's parameters s
 closes the call:
 
     required / named   the output is the call(s) and nothing else: one call, or with parallel calls one
-                       or more separated by a newline ("tags_with_separator", at least one)
+                       to max_calls separated by a newline (a call, then a "repeat" of separator + call)
     auto               free text; once the model writes `<tool_call>` it must complete a call to a
                        declared function with schema-valid arguments ("triggered_tags"); without
                        parallel calls at most one call, and nothing may follow it
@@ -36,7 +36,8 @@ NO_ARGUMENTS: dict = {"type": "object", "properties": {}, "additionalProperties"
 
 
 def build_guided(
-    tools: Any, tool_choice: Any, parallel_tool_calls: bool | None, response_format: Any
+    tools: Any, tool_choice: Any, parallel_tool_calls: bool | None, response_format: Any,
+    max_calls: int | None = None,
 ) -> GuidedDecoding | None:
     tools = as_tools(tools)
     choice = as_tool_choice(tool_choice) or ("auto" if tools else "none")
@@ -60,7 +61,7 @@ def build_guided(
                 "excludes": [CALL_CLOSE],
             }
         )
-    calls = _calls(tags, parallel)
+    calls = _calls(tags, parallel, max_calls)
     if choice == "auto":
         return _structural_tag({"type": "or", "elements": [calls, answer]})
     return _structural_tag(calls)  # required or named
@@ -80,9 +81,14 @@ def _call_tag(tool: ChatTool) -> dict:
     }
 
 
-def _calls(tags: list[dict], parallel: bool) -> dict:
+def _calls(tags: list[dict], parallel: bool, max_calls: int | None) -> dict:
     if len(tags) == 1 and not parallel:
         return tags[0]
+    if parallel and max_calls is not None:
+        one = tags[0] if len(tags) == 1 else {"type": "or", "elements": tags}
+        more = {"type": "sequence", "elements": [{"type": "const_string", "value": CALL_SEPARATOR}, one]}
+        return {"type": "sequence", "elements": [one, {"type": "repeat", "min": 0, "max": max_calls - 1,
+                                                       "content": more}]}
     return {
         "type": "tags_with_separator",
         "tags": tags,

@@ -10,7 +10,10 @@ Rules, identical however the text is split into deltas:
   name) and its argument fragments come out together. A call that max_tokens cuts short is never
   reported, not even its start, so no stream ever shows a broken call; `dropped_incomplete_call` says a
   call was dropped. The gateway then reports finish_reason "length" (or "tool_calls" if earlier calls
-  were complete: finish_reason is "tool_calls" exactly when tool_calls is non-empty). Text ending in a
+  were complete: finish_reason is "tool_calls" exactly when tool_calls is non-empty).
+- A call identical to an earlier one (same name, same arguments text) is dropped, as is every call past
+  `max_calls`: small models repeat a call until the budget ends, and an agent would run it twice.
+  Indices stay consecutive over the calls reported; `num_dropped_calls` counts the rest. Text ending in a
   prefix of `<tool_call>` ("<", "<tool", ...) counts as such a cut call, so those last characters are
   never content.
 """
@@ -100,7 +103,9 @@ class _Arguments:
 
 
 class ToolCallParser:
-    def __init__(self):
+    def __init__(self, max_calls: int | None = None):
+        self._max_calls = max_calls
+        self.num_dropped_calls = 0
         self._state = "text"  # text -> header -> arguments -> trailer -> text ...
         self._buffer = ""  # input not yet consumed by the current state
         self._held_whitespace = ""  # content whitespace that is dropped if a call or the end follows
@@ -173,10 +178,14 @@ class ToolCallParser:
         return True
 
     def _complete_call(self, events: list[ToolCallEvent]) -> None:
+        arguments = "".join(self._arguments.fragments)
+        repeated = any(c.function.name == self._name and c.function.arguments == arguments for c in self.tool_calls)
+        if repeated or (self._max_calls is not None and len(self.tool_calls) >= self._max_calls):
+            self.num_dropped_calls += 1
+            return
         index, call_id = len(self.tool_calls), new_call_id()
         events.append(ToolCallStart(index=index, id=call_id, name=self._name))
         events.extend(ToolCallArgumentsDelta(index=index, arguments=f) for f in self._arguments.fragments)
-        arguments = "".join(self._arguments.fragments)
         self.tool_calls.append(
             ToolCall(id=call_id, function=FunctionCall(name=self._name, arguments=arguments))
         )
@@ -193,9 +202,9 @@ class ToolCallParser:
             events.append(ContentDelta(body))
 
 
-def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+def parse_tool_calls(text: str, max_calls: int | None = None) -> tuple[str | None, list[ToolCall]]:
     """The whole output at once: (content, or None if there is none; the complete tool calls)."""
-    parser = ToolCallParser()
+    parser = ToolCallParser(max_calls)
     parser.feed(text)
     parser.finish()
     return parser.content, parser.tool_calls
