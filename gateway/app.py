@@ -21,6 +21,10 @@ from gateway.routes.health import health, ready
 from gateway.routes.models import ModelsController
 from gateway.routes.responses import ResponsesController
 from gateway.settings import Settings
+from gateway.telemetry import tracing
+from gateway.telemetry.exposition import EngineStatsCollector, metrics_route
+from gateway.telemetry.middleware import RequestCounter
+from workers.telemetry import shutdown_tracing
 
 VERSION = "0.1.0"
 
@@ -34,12 +38,16 @@ async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[No
         yield
     finally:
         await engine.shutdown()
+        shutdown_tracing()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
-        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready],
+        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready,
+                        metrics_route(EngineStatsCollector())],
+        plugins=tracing.setup(),
+        middleware=[RequestCounter()],
         lifespan=[partial(engine_lifespan, settings)],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import msgspec
 from litestar import Request
 from litestar.response import Stream
 
@@ -12,6 +13,7 @@ from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from gateway import sse
+from gateway.auth.identity import ANONYMOUS, Identity
 from gateway.chat_core import ChatPlan, plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.logprobs import chat_logprobs
@@ -26,10 +28,11 @@ from gateway.schemas.chat import (
     ChunkChoice,
 )
 from gateway.schemas.usage import Usage
+from gateway.telemetry import Observation
 
 
 async def create_chat_completion(
-    body: ChatCompletionRequest, model: str, engine: AsyncEngine, request: Request
+    body: ChatCompletionRequest, model: str, engine: AsyncEngine, request: Request, identity: Identity = ANONYMOUS
 ) -> ChatCompletion | Stream:
     plan = plan_chat(
         engine.tokenizer,
@@ -52,12 +55,15 @@ async def create_chat_completion(
         priority=body.priority,
     )
     header = ChunkHeader(id=gen.request_id, model=model)
+    obs = Observation("chat", request=request, identity=identity, request_model=body.model, model=model,
+                      response_id=gen.request_id, params=gen.params, priority=gen.priority,
+                      tool_choice=_tool_choice_mode(body), input_content=lambda: msgspec.to_builtins(body.messages))
     with params_named(prompt="messages"):
         if body.stream:
-            stream = await started(engine.generate(gen), request)
+            stream = await started(obs.watch(engine.generate(gen)), request)
             chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
             return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        [out] = await until_disconnect(collect(engine, [gen]), request)
+        [out] = await until_disconnect(collect(engine, [gen], obs), request)
     return ChatCompletion(
         id=header.id,
         created=header.created,
@@ -65,6 +71,13 @@ async def create_chat_completion(
         choices=[_choice(c, plan) for c in out.outputs],
         usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
     )
+
+
+def _tool_choice_mode(body: ChatCompletionRequest) -> str:
+    """none | auto | required | function (a named one): what the span and dashboards group by."""
+    if body.tool_choice is None:
+        return "auto" if body.tools else "none"
+    return body.tool_choice if isinstance(body.tool_choice, str) else "function"
 
 
 def _num_logprobs(body: ChatCompletionRequest) -> int | None:

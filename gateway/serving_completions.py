@@ -12,15 +12,17 @@ from engine.errors import InvalidRequest
 from engine.protocol import CompletionOutput, GenerateRequest, RequestOutput
 from engine.tokenizer import Tokenizer
 from gateway import sse
+from gateway.auth.identity import ANONYMOUS, Identity
 from gateway.generation import collect, merged, new_id, now, started, until_disconnect
 from gateway.logprobs import completion_logprobs
 from gateway.sampling import sampling_params
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from gateway.schemas.usage import Usage
+from gateway.telemetry import Observation
 
 
 async def create_completion(
-    body: CompletionRequest, model: str, engine: AsyncEngine, request: Request
+    body: CompletionRequest, model: str, engine: AsyncEngine, request: Request, identity: Identity = ANONYMOUS
 ) -> Completion | Stream:
     _reject_unsupported(body)
     prompts = _prompts(body.prompt)
@@ -40,11 +42,14 @@ async def create_completion(
     ]
     echoes = [_echo(p, engine.tokenizer) if body.echo else "" for p in prompts]
     header = Completion(id=completion_id, created=now(), model=model, choices=[])
+    obs = Observation("text_completion", request=request, identity=identity, request_model=body.model, model=model,
+                      response_id=completion_id, params=params, priority=body.priority,
+                      input_content=lambda: prompts)
     if body.stream:
-        stream = await started(merged([engine.generate(g) for g in gens]), request)
+        stream = await started(merged([obs.watch(engine.generate(g)) for g in gens]), request)
         chunks = stream_completions(stream, header, echoes, n=body.n, include_usage=body.include_usage)
         return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    outs = await until_disconnect(collect(engine, gens), request)
+    outs = await until_disconnect(collect(engine, gens, obs), request)
     header.choices = [
         _choice(i * body.n + c.index, c, echoes[i]) for i, out in enumerate(outs) for c in out.outputs
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import msgspec
 from litestar import Request
 from litestar.response import Stream
 from msgspec.structs import replace
@@ -13,6 +14,7 @@ from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, SamplingParams
 from gateway import sse
+from gateway.auth.identity import ANONYMOUS, Identity
 from gateway.chat_core import plan_chat
 from gateway.generation import collect, new_id, now, params_named, started, until_disconnect
 from gateway.responses_input import chat_messages, chat_response_format, chat_tool_choice, chat_tools
@@ -46,10 +48,11 @@ from gateway.schemas.responses import (
     TextConfig,
 )
 from gateway.schemas.tools import ToolCall
+from gateway.telemetry import Observation
 
 
 async def create_response(
-    body: ResponsesRequest, model: str, engine: AsyncEngine, request: Request
+    body: ResponsesRequest, model: str, engine: AsyncEngine, request: Request, identity: Identity = ANONYMOUS
 ) -> ResponseObject | Stream:
     if body.previous_response_id is not None:
         raise InvalidRequest("previous_response_id is not supported: responses are not stored",
@@ -71,13 +74,18 @@ async def create_response(
     params.validate()
     gen = GenerateRequest(request_id=new_id("resp_"), prompt=plan.prompt, params=params, priority=body.priority)
     skeleton = _skeleton(body, model, gen.request_id, params)
+    # The Responses API is a chat operation in the GenAI conventions.
+    obs = Observation("chat", request=request, identity=identity, request_model=body.model, model=model,
+                      response_id=gen.request_id, params=params, priority=gen.priority,
+                      tool_choice=skeleton.tool_choice if isinstance(skeleton.tool_choice, str) else "function",
+                      input_content=lambda: msgspec.to_builtins(body.input))
     with params_named(prompt="input", max_tokens="max_output_tokens"):
         if body.stream:
-            stream = await started(engine.generate(gen), request)
+            stream = await started(obs.watch(engine.generate(gen)), request)
             events = ResponseStream(skeleton)
             return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
                           media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        [out] = await until_disconnect(collect(engine, [gen]), request)
+        [out] = await until_disconnect(collect(engine, [gen], obs), request)
     [choice] = out.outputs
     content, calls = plan.parse(choice.text)
     return _finished(skeleton, _output_items(content, calls), out, len(choice.token_ids), choice.finish_reason)

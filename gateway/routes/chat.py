@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from engine.client import AsyncEngine
+from gateway.auth.identity import Identity
 from gateway.dependencies import require_model
 from gateway.routes.errors import ERROR_RESPONSES
 from gateway.schemas.chat import ChatCompletion, ChatCompletionRequest
@@ -22,6 +23,7 @@ class ChatController(Controller):
     @post(status_code=200, responses=ERROR_RESPONSES,
           summary="Create a chat completion (server-sent events when `stream` is true)")
     async def create(
-        self, data: JSONBody[ChatCompletionRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request
+        self, data: JSONBody[ChatCompletionRequest], engine: NamedDependency[AsyncEngine], state: State, request: Request,
+        identity: NamedDependency[Identity],
     ) -> ChatCompletion | Stream:
-        return await create_chat_completion(data, require_model(data.model, state), engine, request)
+        return await create_chat_completion(data, require_model(data.model, state), engine, request, identity=identity)
