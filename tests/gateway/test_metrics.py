@@ -67,3 +67,27 @@ def test_rate_limit_refusals_counter_is_exposed(http):
     assert REGISTRY.get_sample_value("flowgate_rate_limit_refusals_total", {"tier": "free", "limit": "requests"}) == 1
     # The server has refused nothing (open mode), but the family is registered there for the tiers code.
     assert "# TYPE flowgate_rate_limit_refusals_total counter" in http.get("/metrics").text
+
+
+def test_dashboard_and_configs_refer_to_what_exists(http):
+    """Every flowgate_* series the Grafana dashboard queries is exposed by /metrics (bulk ones registered even
+    before a job ran), and the collector's pipeline uses only components it defines."""
+    import json
+    import re
+
+    import yaml
+
+    from tests.gateway.conftest import ROOT
+
+    exposed = set(re.findall(r"^# TYPE (flowgate_\w+) ", http.get("/metrics").text, flags=re.M))
+    dashboard = json.loads((ROOT / "integrations/grafana/flowgate-dashboard.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel.get("targets", [])
+               for name in re.findall(r"flowgate_\w+", target["expr"])}
+    assert queried, "the dashboard queries nothing"
+    missing = {n for n in queried if re.sub(r"_(bucket|sum|count)$", "", n) not in exposed}
+    assert not missing, f"dashboard queries series /metrics does not expose: {sorted(missing)}"
+
+    collector = yaml.safe_load((ROOT / "integrations/otel/collector.yaml").read_text())
+    for pipeline in collector["service"]["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            assert set(pipeline.get(kind, [])) <= set(collector[kind]), kind
