@@ -35,6 +35,7 @@ from gateway.settings import Settings
 
 PROMPT = "Write one short sentence about the sea."
 WARMUP_ROUNDS = 2
+EXPORTER_THREAD = "OtelBatchSpanRe"  # the SDK's OtelBatchSpanRecordProcessor, as /proc truncates it
 READY_TIMEOUT_S = 300.0
 
 
@@ -70,9 +71,14 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
             tokens = [await call() for call in paths]
             assert len(set(tokens)) == 1, "every path must generate the same tokens"
         times: list[list[float]] = [[] for _ in paths]
+        cpu_before = [_cpu_ns(process.pid) for process, _ in servers]
         for _ in range(num_requests):
             for call, samples in zip(paths, times, strict=True):
                 samples.append(await _timed(call))
+        cpu_after = [_cpu_ns(process.pid) for process, _ in servers]
+        # (all threads, the span exporter's thread alone) in ms per request
+        cpu_ms = [tuple((a - b) / 1e6 / num_requests for a, b in zip(after, before, strict=True))
+                  for after, before in zip(cpu_after, cpu_before, strict=True)]
         for http in clients:
             await http.aclose()
     finally:
@@ -91,6 +97,7 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
         "added_p50_of_pairs_ms": _ms(statistics.median(h - d for h, d in zip(http_s, direct_s, strict=True))),
         "direct_p90_ms": _ms(_p90(direct_s)),
         "http_p90_ms": _ms(_p90(http_s)),
+        "gateway_cpu_ms_per_request": round(cpu_ms[0][0], 3),
     }
     if tracing:
         traced_s = times[2]
@@ -100,6 +107,12 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
             "tracing_added_p50_ms": _ms(statistics.median(traced_s) - statistics.median(http_s)),
             "tracing_added_p50_of_pairs_ms": _ms(statistics.median(t - h for t, h in zip(traced_s, http_s,
                                                                                            strict=True))),
+            "traced_gateway_cpu_ms_per_request": round(cpu_ms[1][0], 3),
+            "tracing_added_cpu_ms_per_request": round(cpu_ms[1][0] - cpu_ms[0][0], 3),
+            # What the request path pays (the rest is the exporter's background thread): on an idle machine
+            # it bounds the latency tracing adds.
+            "tracing_added_request_path_cpu_ms": round(cpu_ms[1][0] - cpu_ms[1][1] - cpu_ms[0][0], 3),
+            "span_export_cpu_ms_per_request": round(cpu_ms[1][1], 3),
             "spans_exported": sink.num_spans,
         }
         sink.close()
@@ -168,6 +181,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_ns(pid: int) -> tuple[int, int]:
+    """CPU time (ns) the gateway process has used: all its threads (not the engine process it spawned), and
+    the span exporter's thread alone.
+
+    On a shared machine latency differences of a millisecond drown in scheduling noise; the CPU a request
+    costs the gateway does not, and it bounds what tracing can add to an unloaded request's latency."""
+    total = exporter = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        total += ns
+        exporter += ns if name.startswith(EXPORTER_THREAD) else 0
+    return total, exporter
+
+
 def _p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
 
@@ -193,4 +226,11 @@ def _print_table(result: dict) -> None:
         table.add_row("added by tracing (p50)", str(result["tracing_added_p50_ms"]), "")
         table.add_row("added by tracing, median of pairs", str(result["tracing_added_p50_of_pairs_ms"]), "")
         table.add_row("spans exported", str(result["spans_exported"]), "")
+        table.add_row("gateway CPU per request, off / on (ms)",
+                      f"{result['gateway_cpu_ms_per_request']} / {result['traced_gateway_cpu_ms_per_request']}", "")
+        table.add_row("added by tracing, gateway CPU per request (ms)",
+                      str(result["tracing_added_cpu_ms_per_request"]), "")
+        table.add_row("  of which on the request path / exporter thread (ms)",
+                      f"{result['tracing_added_request_path_cpu_ms']} / {result['span_export_cpu_ms_per_request']}",
+                      "")
     Console().print(table)

@@ -32,8 +32,9 @@ def record_engine_spans(tracer: Tracer, parent: Span, request_id: str, events: l
         child("engine.queue", start, first_scheduled)
     first_token: dict[int, int] = {}
     for e in events:
-        if e.name in POINT_EVENTS:
-            root.add_event(e.name, {"flowgate.completion.index": e.index}, timestamp=e.time_unix_nano)
+        if e.name in POINT_EVENTS:  # the completion index only where there are several
+            root.add_event(e.name, {"flowgate.completion.index": e.index} if e.index else None,
+                           timestamp=e.time_unix_nano)
         if e.name == "grammar_compiled":
             child("engine.grammar_compile", e.time_unix_nano - e.duration_ns, e.time_unix_nano)
         elif e.name == "prefill":

@@ -7,6 +7,7 @@ The span carries the identity's key id and tier, never a key; content only when 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -23,7 +24,10 @@ PROVIDER = "flowgate"
 
 
 class Observation:
-    """Wrap each engine stream with `watch()`; the span ends when the last watched stream ends."""
+    """Wrap each engine stream with `watch()`; the span ends when the last watched stream ends.
+
+    Spans and metrics are recorded in a loop callback after the last stream ends, not in line: the answer
+    (and the [DONE] of a stream) goes out first, so tracing costs the caller no latency it can avoid."""
 
     def __init__(self, operation: str, *, request: Request, identity: Identity, request_model: str, model: str,
                  response_id: str, params: SamplingParams, priority: int, tool_choice: str | None = None,
@@ -33,6 +37,7 @@ class Observation:
         self.finish_reasons: list[str] = []
         self.input_tokens = self.output_tokens = self.cached_tokens = self.preemptions = 0
         self.grammar_compile_ms = 0.0
+        self.finished: list[tuple[RequestOutput, dict[int, int]]] = []
         self.texts: dict[int, str] | None = None
         self.span = None
         t = tracer()
@@ -81,7 +86,10 @@ class Observation:
         finally:
             self.pending -= 1
             if self.pending == 0:
-                self._end(error)
+                try:
+                    asyncio.get_running_loop().call_soon(self._end, error)
+                except RuntimeError:  # finalized outside the loop (a dropped stream at shutdown)
+                    self._end(error)
 
     def _fold(self, out: RequestOutput, tokens_by_index: dict[int, int]) -> None:
         for c in out.outputs:
@@ -94,7 +102,7 @@ class Observation:
         if out.finished:
             self.input_tokens += out.num_prompt_tokens
             self.cached_tokens += out.num_cached_tokens
-            self._record_engine(out, tokens_by_index)
+            self.finished.append((out, tokens_by_index))
 
     def _record_engine(self, out: RequestOutput, tokens_by_index: dict[int, int]) -> None:
         tier, key_id = self.identity.tier, self.identity.key_id
@@ -115,6 +123,8 @@ class Observation:
             record_engine_spans(tracer(), self.span, out.request_id, events)
 
     def _end(self, error: BaseException | None) -> None:
+        for out, tokens_by_index in self.finished:
+            self._record_engine(out, tokens_by_index)
         span = self.span
         if span is None:
             return
