@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from celery.signals import worker_process_init
 from prometheus_client import Counter, Gauge
 
 # --- tracing -------------------------------------------------------------------------------------------------
@@ -87,12 +88,18 @@ def _otlp_exporter():
     return OTLPSpanExporter()
 
 
+_instrumented = False
+
+
 def instrument_libraries(celery: bool = True, redis: bool = True, httpx: bool = True) -> None:
     """The official instrumentations for what the bulk path uses: Celery publish/run spans (trace context in
     task headers), Redis commands, outgoing httpx calls (webhooks, the gateway API) with traceparent injected.
-    No-op when tracing is off. Celery workers call this in `worker_process_init` (after the prefork)."""
-    if configure_tracing() is None:
+    No-op when tracing is off. The gateway calls it at startup; prefork Celery workers in each child process
+    (`worker_process_init`, connected below: the SDK's export thread does not survive a fork)."""
+    global _instrumented
+    if _instrumented or configure_tracing() is None:
         return
+    _instrumented = True
     if celery:
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
@@ -105,6 +112,11 @@ def instrument_libraries(celery: bool = True, redis: bool = True, httpx: bool = 
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor().instrument()
+
+
+@worker_process_init.connect(weak=False)
+def _instrument_worker_process(**_) -> None:
+    instrument_libraries()
 
 
 # --- bulk metrics (multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set in every process) ------------------

@@ -10,7 +10,7 @@ import os
 
 from opentelemetry.trace import Tracer
 
-from workers.telemetry import configure_tracing
+from workers.telemetry import configure_tracing, instrument_libraries
 
 SEMCONV_SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"  # GenAI conventions as of semconv v1.44.0
 UNTRACED_PATHS = ["/metrics", "/health", "/ready"]  # probes and scrapes would drown the traces
@@ -27,6 +27,7 @@ def setup() -> list:
     from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
     _tracer = provider.get_tracer("flowgate.gateway", schema_url=SEMCONV_SCHEMA_URL)
+    instrument_libraries()  # Celery publishes carry the trace to the bulk workers; Redis and httpx calls show
     config = OpenTelemetryConfig(
         tracer_provider=provider,
         exclude=[f"^{p}$" for p in UNTRACED_PATHS],
