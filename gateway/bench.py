@@ -35,7 +35,6 @@ from gateway.settings import Settings
 
 PROMPT = "Write one short sentence about the sea."
 WARMUP_ROUNDS = 2
-EXPORTER_THREAD = "OtelBatchSpanRe"  # the SDK's OtelBatchSpanRecordProcessor, as /proc truncates it
 READY_TIMEOUT_S = 300.0
 
 
@@ -76,9 +75,7 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
             for call, samples in zip(paths, times, strict=True):
                 samples.append(await _timed(call))
         cpu_after = [_cpu_ns(process.pid) for process, _ in servers]
-        # (all threads, the span exporter's thread alone) in ms per request
-        cpu_ms = [tuple((a - b) / 1e6 / num_requests for a, b in zip(after, before, strict=True))
-                  for after, before in zip(cpu_after, cpu_before, strict=True)]
+        cpu_ms = [(after - before) / 1e6 / num_requests for after, before in zip(cpu_after, cpu_before, strict=True)]
         for http in clients:
             await http.aclose()
     finally:
@@ -97,7 +94,7 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
         "added_p50_of_pairs_ms": _ms(statistics.median(h - d for h, d in zip(http_s, direct_s, strict=True))),
         "direct_p90_ms": _ms(_p90(direct_s)),
         "http_p90_ms": _ms(_p90(http_s)),
-        "gateway_cpu_ms_per_request": round(cpu_ms[0][0], 3),
+        "gateway_cpu_ms_per_request": round(cpu_ms[0], 3),
     }
     if tracing:
         traced_s = times[2]
@@ -107,12 +104,9 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
             "tracing_added_p50_ms": _ms(statistics.median(traced_s) - statistics.median(http_s)),
             "tracing_added_p50_of_pairs_ms": _ms(statistics.median(t - h for t, h in zip(traced_s, http_s,
                                                                                            strict=True))),
-            "traced_gateway_cpu_ms_per_request": round(cpu_ms[1][0], 3),
-            "tracing_added_cpu_ms_per_request": round(cpu_ms[1][0] - cpu_ms[0][0], 3),
-            # What the request path pays (the rest is the exporter's background thread): on an idle machine
-            # it bounds the latency tracing adds.
-            "tracing_added_request_path_cpu_ms": round(cpu_ms[1][0] - cpu_ms[1][1] - cpu_ms[0][0], 3),
-            "span_export_cpu_ms_per_request": round(cpu_ms[1][1], 3),
+            "traced_gateway_cpu_ms_per_request": round(cpu_ms[1], 3),
+            # Span export included (the SDK's background thread): an upper bound on the latency tracing adds.
+            "tracing_added_cpu_ms_per_request": round(cpu_ms[1] - cpu_ms[0], 3),
             "spans_exported": sink.num_spans,
         }
         sink.close()
@@ -181,24 +175,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_ns(pid: int) -> tuple[int, int]:
-    """CPU time (ns) the gateway process has used: all its threads (not the engine process it spawned), and
-    the span exporter's thread alone.
+def _cpu_ns(pid: int) -> int:
+    """CPU time (ns) the gateway process has used, all its threads (not the engine process it spawned).
 
     On a shared machine latency differences of a millisecond drown in scheduling noise; the CPU a request
     costs the gateway does not, and it bounds what tracing can add to an unloaded request's latency."""
-    total = exporter = 0
+    total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                ns = int(f.read().split()[0])
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                name = f.read().strip()
+                total += int(f.read().split()[0])
         except FileNotFoundError:  # a thread that just ended
             continue
-        total += ns
-        exporter += ns if name.startswith(EXPORTER_THREAD) else 0
-    return total, exporter
+    return total
 
 
 def _p90(values: list[float]) -> float:
@@ -230,7 +219,4 @@ def _print_table(result: dict) -> None:
                       f"{result['gateway_cpu_ms_per_request']} / {result['traced_gateway_cpu_ms_per_request']}", "")
         table.add_row("added by tracing, gateway CPU per request (ms)",
                       str(result["tracing_added_cpu_ms_per_request"]), "")
-        table.add_row("  of which on the request path / exporter thread (ms)",
-                      f"{result['tracing_added_request_path_cpu_ms']} / {result['span_export_cpu_ms_per_request']}",
-                      "")
     Console().print(table)
