@@ -88,6 +88,15 @@ def _otlp_exporter():
     return OTLPSpanExporter()
 
 
+def current_trace_id() -> str | None:
+    """The trace the caller is in (32 hex digits), to store on a job so its trace can be found from it;
+    None when tracing is off or nothing is being traced."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 _instrumented = False
 
 

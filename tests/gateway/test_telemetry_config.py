@@ -60,3 +60,11 @@ def test_unknown_protocol_is_refused(env):
     env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
         telemetry._exporters()
+
+
+def test_current_trace_id_is_what_a_job_records():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    assert telemetry.current_trace_id() is None
+    with TracerProvider().get_tracer("test").start_as_current_span("submit") as span:
+        assert telemetry.current_trace_id() == format(span.get_span_context().trace_id, "032x")
