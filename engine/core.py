@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -50,7 +51,7 @@ class EngineLoop:
         # Grammars compile beside the step loop (xgrammar releases the GIL): a large schema takes seconds, and
         # every running request would stall for that long. One worker, so the grammar backend is built once.
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
-        self._compiling: dict[str, tuple[GenerateRequest, Future]] = {}
+        self._compiling: dict[str, tuple[GenerateRequest, int, Future]] = {}  # with its receipt (monotonic ns)
 
     def run(self) -> None:
         try:
@@ -76,7 +77,8 @@ class EngineLoop:
         match msg:
             case AddRequest(request=request) if request.params.guided is not None:
                 compile_grammar = functools.partial(_compile, self.engine, request.params.guided)
-                self._compiling[request.request_id] = (request, self._compiler.submit(compile_grammar))
+                received = time.monotonic_ns()
+                self._compiling[request.request_id] = (request, received, self._compiler.submit(compile_grammar))
             case AddRequest(request=request):
                 self._add(request)
             case AbortRequest(request_id=request_id):
@@ -88,18 +90,19 @@ class EngineLoop:
                 return False
         return True
 
-    def _add(self, request: GenerateRequest) -> None:
+    def _add(self, request: GenerateRequest, events: list[tuple] = ()) -> None:
         try:
-            self.engine.add_request(request)
+            self.engine.add_request(request, events=events)
         except EngineError as e:
             self._send([_error_output(request.request_id, e.code, e.message, e.param)])
 
     def _add_compiled(self) -> None:
         """Admit the requests whose grammar is ready (cached now, so add_request does not compile again)."""
-        for request_id, (request, future) in list(self._compiling.items()):
+        for request_id, (request, received, future) in list(self._compiling.items()):
             if future.done():
                 del self._compiling[request_id]
-                self._add(request)
+                compiled = ("grammar_compiled", *future.result()) if future.exception() is None else None
+                self._add(request, [("queued", received, 0, 0, 0), *([compiled] if compiled else [])])
 
     def _step(self) -> None:
         try:
@@ -120,10 +123,16 @@ class EngineLoop:
         self.outbox.send_bytes(encode(Outputs(outputs)))
 
 
-def _compile(engine, guided: GuidedDecoding) -> None:
-    """In the compiler thread. A failure stays in the future: adding the request raises it again, as its error."""
+def _compile(engine, guided: GuidedDecoding) -> tuple[int, int, int, int]:
+    """In the compiler thread. A failure stays in the future: adding the request raises it again, as its error.
+
+    Returns the grammar_compiled event's (end in monotonic ns, index, num_tokens, duration ns); a cached
+    grammar takes microseconds."""
+    start = time.monotonic_ns()
     engine.grammar.compile(guided)
     engine.grammar.min_tokens(guided)
+    end = time.monotonic_ns()
+    return end, 0, 0, end - start
 
 
 def _error_output(request_id: str, code: str, message: str, param: str | None = None) -> RequestOutput:

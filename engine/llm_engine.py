@@ -19,6 +19,7 @@ from engine.logits_process import LogitsProcessor
 from engine.model_runner import ModelRunner
 from engine.protocol import (
     CompletionOutput,
+    EngineEvent,
     EngineStats,
     GenerateRequest,
     ModelInfo,
@@ -40,6 +41,7 @@ class RequestState:
     seqs: list[Sequence]
     num_prompt_tokens: int
     reported_finished: set[int] = field(default_factory=set)
+    events: list[tuple] = field(default_factory=list)  # request-wide ones; per-completion ones are on seqs
 
 
 class LLMEngine:
@@ -73,8 +75,13 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def add_request(self, request: GenerateRequest, logits_processors: list[LogitsProcessor] = ()) -> None:
-        """Validate and queue a request; raises InvalidRequest / ContextLengthExceeded."""
+    def add_request(
+        self, request: GenerateRequest, logits_processors: list[LogitsProcessor] = (), events: list[tuple] = ()
+    ) -> None:
+        """Validate and queue a request; raises InvalidRequest / ContextLengthExceeded.
+
+        `events`: what happened to it before (the engine loop's receipt and grammar compilation), as
+        (name, monotonic ns, index, num_tokens, duration ns); by default it is queued now."""
         if request.request_id in self.requests:
             raise InvalidRequest(f"duplicate request id {request.request_id!r}", param="request_id")
         params = request.params
@@ -87,7 +94,8 @@ class LLMEngine:
         seqs = [self._new_sequence(request, i, prompt_ids, max_tokens, logits_processors) for i in range(params.n)]
         for follower in seqs[1:]:
             follower.blocked_on = seqs[0]
-        self.requests[request.request_id] = RequestState(request, seqs, len(prompt_ids))
+        events = list(events) or [("queued", time.monotonic_ns(), 0, 0, 0)]
+        self.requests[request.request_id] = RequestState(request, seqs, len(prompt_ids), events=events)
         for seq in seqs:
             self.scheduler.add(seq)
 
@@ -102,10 +110,22 @@ class LLMEngine:
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
+        start = time.monotonic_ns()
+        for seq in out.preempted:
+            seq.events.append(("preempted", start, seq.index, 0, 0))
+        for seq in out.admitted:
+            seq.events.append(("resumed" if seq.num_preemptions else "scheduled", start, seq.index, 0, 0))
+        # A decode computes exactly the last token of a sequence that has output; anything else is prefill
+        # (including the recompute after a preemption).
+        prefills = [(seq, n) for seq, n in out.scheduled.items()
+                    if seq.num_computed_tokens < seq.num_tokens - 1 or seq.num_tokens == seq.num_prompt_tokens]
         logits, seqs = self.runner.execute(out.scheduled)
+        end = time.monotonic_ns()
+        for seq, n in prefills:
+            seq.events.append(("prefill", end, seq.index, n, end - start))
         self.scheduler.update_from_output(out)
         if seqs:
-            self._append_tokens(seqs, self.sampler(logits, seqs))
+            self._append_tokens(seqs, self.sampler(logits, seqs), end)
         self._record_throughput(out.scheduled, len(seqs))
         return self._collect_outputs({s.request_id for s in out.scheduled})  # sampled ones are scheduled too
 
@@ -201,16 +221,19 @@ class LLMEngine:
             self.tokenizer, seq.token_ids, len(prompt_ids), params.stop, params.include_stop_str_in_output)
         return seq
 
-    def _append_tokens(self, seqs: list[Sequence], sampled: SamplerOutput) -> None:
+    def _append_tokens(self, seqs: list[Sequence], sampled: SamplerOutput, now_ns: int) -> None:
         for i, (seq, token_id) in enumerate(zip(seqs, sampled.token_ids, strict=True)):
             seq.token_ids.append(token_id)
             seq.pending_token_ids.append(token_id)
+            if len(seq.token_ids) == seq.num_prompt_tokens + 1:
+                seq.events.append(("first_token", now_ns, seq.index, 0, 0))
             if seq.params.logprobs is not None:
                 seq.pending_logprobs.append(self._token_logprob(sampled, i, token_id, seq.params.logprobs))
             for processor in seq.logits_processors:
                 processor.accept(token_id)
             self._check_stop(seq, token_id)
             if seq.finish_reason is not None:
+                seq.events.append(("finished", now_ns, seq.index, 0, 0))
                 self.scheduler.finish(seq)
 
     def _check_stop(self, seq: Sequence, token_id: int) -> None:
@@ -248,7 +271,8 @@ class LLMEngine:
             if completions or finished:
                 outputs.append(RequestOutput(
                     request_id=rid, outputs=completions, finished=finished,
-                    num_prompt_tokens=state.num_prompt_tokens, num_cached_tokens=state.seqs[0].num_cached_tokens))
+                    num_prompt_tokens=state.num_prompt_tokens, num_cached_tokens=state.seqs[0].num_cached_tokens,
+                    events=_wall_clock_events(state) if finished else None))
             if finished:
                 del self.requests[rid]
         return outputs
@@ -280,3 +304,9 @@ class LLMEngine:
             return 0.0, 0.0
         return (sum(p for _, p, _ in self._throughput) / span, sum(g for _, _, g in self._throughput) / span)
 
+
+def _wall_clock_events(state: RequestState) -> list[EngineEvent]:
+    """The request's events in time order, shifted from this process's monotonic clock to the wall clock."""
+    offset = time.time_ns() - time.monotonic_ns()
+    raw = sorted([*state.events, *(e for seq in state.seqs for e in seq.events)], key=lambda e: e[1])
+    return [EngineEvent(name, t + offset, index, num_tokens, duration) for name, t, index, num_tokens, duration in raw]

@@ -101,6 +101,26 @@ class CompletionOutput(msgspec.Struct, kw_only=True):
     stop_reason: int | str | None = None  # the stop token id or stop string that ended it
 
 
+EngineEventName = Literal[
+    "queued", "grammar_compiled", "scheduled", "prefill", "first_token", "preempted", "resumed", "finished"
+]
+
+
+class EngineEvent(msgspec.Struct, array_like=True, frozen=True):
+    """A moment in a request's life inside the engine, for traces and latency metrics.
+
+    The engine records monotonic time in its step loop (no tracer, lock or I/O there) and converts to wall
+    clock once, in its own process, when it ships the events: monotonic clocks need not agree across processes.
+    `prefill` and `grammar_compiled` are intervals: `time_unix_nano` is the end, `duration_ns` how long it took.
+    """
+
+    name: EngineEventName
+    time_unix_nano: int
+    index: int = 0  # which of the request's n completions (0 for request-wide events)
+    num_tokens: int = 0  # prefill: tokens computed in this chunk
+    duration_ns: int = 0
+
+
 class RequestOutput(msgspec.Struct, kw_only=True):
     request_id: str
     outputs: list[CompletionOutput]
@@ -110,6 +130,7 @@ class RequestOutput(msgspec.Struct, kw_only=True):
     error_code: str | None = None
     error_message: str | None = None
     error_param: str | None = None
+    events: list[EngineEvent] | None = None  # on the finished output only, in time order
 
 
 class EngineStats(msgspec.Struct, kw_only=True):
@@ -156,4 +177,5 @@ def merge_outputs(acc: RequestOutput | None, delta: RequestOutput) -> RequestOut
     acc.outputs = [by_index[i] for i in sorted(by_index)]
     acc.finished = delta.finished
     acc.num_cached_tokens = delta.num_cached_tokens
+    acc.events = delta.events if delta.events is not None else acc.events
     return acc

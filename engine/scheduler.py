@@ -20,6 +20,7 @@ class SchedulerOutput:
     token_budget: int
     scheduled: dict[Sequence, int] = field(default_factory=dict)  # sequence -> num_scheduled_tokens
     preempted: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)  # moved from waiting to running this step
 
     @property
     def num_scheduled_tokens(self) -> int:
@@ -127,6 +128,7 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             out.add(seq, num_new)
+            out.admitted.append(seq)
         for seq in skipped:
             heapq.heappush(self.waiting, (seq.sort_key, seq))
 

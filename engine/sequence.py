@@ -47,6 +47,8 @@ class Sequence:
     detokenizer: IncrementalDetokenizer | None = None
     pending_logprobs: list = field(default_factory=list)
     pending_token_ids: list[int] = field(default_factory=list)
+    # (name, monotonic ns, index, num_tokens, duration ns): EngineEvent's fields before the wall-clock shift
+    events: list[tuple] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

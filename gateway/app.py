@@ -25,7 +25,11 @@ from gateway.routes.health import health, ready
 from gateway.routes.models import ModelsController
 from gateway.routes.responses import ResponsesController
 from gateway.settings import Settings
+from gateway.telemetry import tracing
+from gateway.telemetry.exposition import EngineStatsCollector, metrics_route
+from gateway.telemetry.middleware import RequestCounter
 from gateway.tiering import tiered_engine
+from workers.telemetry import shutdown_tracing
 
 VERSION = "0.1.0"
 
@@ -49,15 +53,17 @@ async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[No
         yield
     finally:
         await engine.shutdown()
+        shutdown_tracing()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
         route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready,
-                        AdminController],
+                        AdminController, metrics_route(EngineStatsCollector())],
+        plugins=tracing.setup(),
         lifespan=[tiers_lifespan, partial(engine_lifespan, settings)],
-        middleware=[AuthMiddleware()],
+        middleware=[RequestCounter(), AuthMiddleware()],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),

@@ -22,11 +22,12 @@ def bench_gateway(
     requests: int = 40,
     max_tokens: int = 1,
     json: Annotated[bool, typer.Option("--json")] = False,
+    tracing: Annotated[bool, typer.Option(help="Also time a server with tracing on (100%, OTLP/HTTP)")] = False,
 ) -> None:
-    """Latency HTTP adds over calling the AsyncEngine directly."""
+    """Latency HTTP adds over calling the AsyncEngine directly (and tracing over that, with --tracing)."""
     from gateway.bench import run
 
-    run(model=model, num_requests=requests, max_tokens=max_tokens, as_json=json)
+    run(model=model, num_requests=requests, max_tokens=max_tokens, as_json=json, tracing=tracing)
 
 
 @bench_app.command("tiers")

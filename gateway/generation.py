@@ -15,6 +15,7 @@ from engine.client import AsyncEngine
 from engine.errors import InvalidRequest
 from engine.protocol import GenerateRequest, RequestOutput, merge_outputs
 from gateway.errors import ClientDisconnected
+from gateway.telemetry import Observation
 
 T = TypeVar("T")
 
@@ -60,12 +61,14 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-async def collect(engine: AsyncEngine, requests: list[GenerateRequest]) -> list[RequestOutput]:
+async def collect(engine: AsyncEngine, requests: list[GenerateRequest], obs: Observation | None = None
+                  ) -> list[RequestOutput]:
     """Every request run to completion concurrently, each folded into one accumulated RequestOutput."""
 
     async def run(request: GenerateRequest) -> RequestOutput:
         acc = None
-        async for delta in engine.generate(request):
+        stream = engine.generate(request)
+        async for delta in stream if obs is None else obs.watch(stream):
             acc = merge_outputs(acc, delta)
         assert acc is not None and acc.finished
         return acc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 from msgspec.structs import replace
@@ -29,6 +30,7 @@ from gateway.schemas.chat import (
     ChunkChoice,
 )
 from gateway.schemas.usage import Usage
+from gateway.telemetry import Observation
 from gateway.tiering import TieredEngine
 
 
@@ -66,13 +68,16 @@ async def create_chat_completion(
         priority=body.priority,
     )
     header = ChunkHeader(id=gen.request_id, model=model, service_tier=engine.service_tier)
+    obs = Observation("chat", request=request, identity=engine.identity, request_model=body.model, model=model,
+                      response_id=gen.request_id, params=gen.params, priority=gen.priority,
+                      tool_choice=_tool_choice_mode(body), input_content=lambda: msgspec.to_builtins(body.messages))
     with params_named(prompt="messages"):
         if body.stream:
-            stream = await started(engine.generate(gen), request)
+            stream = await started(obs.watch(engine.generate(gen)), request)
             chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
             return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE,
                           headers={**sse.HEADERS, **resolved.headers})
-        [out] = await until_disconnect(collect(engine, [gen]), request)
+        [out] = await until_disconnect(collect(engine, [gen], obs), request)
     completion = ChatCompletion(
         id=header.id,
         created=header.created,
@@ -82,6 +87,13 @@ async def create_chat_completion(
         service_tier=header.service_tier,
     )
     return Response(completion, headers=resolved.headers) if resolved.headers else completion
+
+
+def _tool_choice_mode(body: ChatCompletionRequest) -> str:
+    """none | auto | required | function (a named one): what the span and dashboards group by."""
+    if body.tool_choice is None:
+        return "auto" if body.tools else "none"
+    return body.tool_choice if isinstance(body.tool_choice, str) else "function"
 
 
 def _num_logprobs(body: ChatCompletionRequest) -> int | None:

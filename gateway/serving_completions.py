@@ -17,6 +17,7 @@ from gateway.request_checks import check_sampling
 from gateway.sampling import sampling_params
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from gateway.schemas.usage import Usage
+from gateway.telemetry import Observation
 from gateway.tiering import TieredEngine
 
 
@@ -42,11 +43,14 @@ async def create_completion(
     ]
     echoes = [_echo(p, engine.tokenizer) if body.echo else "" for p in prompts]
     header = Completion(id=completion_id, created=now(), model=model, choices=[], service_tier=engine.service_tier)
+    obs = Observation("text_completion", request=request, identity=engine.identity, request_model=body.model, model=model,
+                      response_id=completion_id, params=params, priority=body.priority,
+                      input_content=lambda: prompts)
     if body.stream:
-        stream = await started(merged([engine.generate(g) for g in gens]), request)
+        stream = await started(merged([obs.watch(engine.generate(g)) for g in gens]), request)
         chunks = stream_completions(stream, header, echoes, n=body.n, include_usage=body.include_usage)
         return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    outs = await until_disconnect(collect(engine, gens), request)
+    outs = await until_disconnect(collect(engine, gens, obs), request)
     header.choices = [
         _choice(i * body.n + c.index, c, echoes[i]) for i, out in enumerate(outs) for c in out.outputs
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 from msgspec.structs import replace
@@ -48,6 +49,7 @@ from gateway.schemas.responses import (
     TextConfig,
 )
 from gateway.schemas.tools import ToolCall
+from gateway.telemetry import Observation
 from gateway.tiering import TieredEngine
 
 
@@ -84,13 +86,18 @@ async def create_response(
     params.validate()
     gen = GenerateRequest(request_id=new_id("resp_"), prompt=plan.prompt, params=params, priority=body.priority)
     skeleton = replace(_skeleton(body, model, gen.request_id, params), service_tier=engine.service_tier)
+    # The Responses API is a chat operation in the GenAI conventions.
+    obs = Observation("chat", request=request, identity=engine.identity, request_model=body.model, model=model,
+                      response_id=gen.request_id, params=params, priority=gen.priority,
+                      tool_choice=skeleton.tool_choice if isinstance(skeleton.tool_choice, str) else "function",
+                      input_content=lambda: msgspec.to_builtins(body.input))
     with params_named(prompt="input", max_tokens="max_output_tokens"):
         if body.stream:
-            stream = await started(engine.generate(gen), request)
+            stream = await started(obs.watch(engine.generate(gen)), request)
             events = ResponseStream(skeleton)
             return Stream(sse.guarded(events.run(stream, plan.stream_parser()), events.error_event, skeleton.id),
                           media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **resolved.headers})
-        [out] = await until_disconnect(collect(engine, [gen]), request)
+        [out] = await until_disconnect(collect(engine, [gen], obs), request)
     [choice] = out.outputs
     content, calls = plan.parse(choice.text)
     finished = _finished(skeleton, _output_items(content, calls), out, len(choice.token_ids), choice.finish_reason)
