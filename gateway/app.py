@@ -13,11 +13,15 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from engine.client import AsyncEngine
 from gateway.auth import provide_identity
+from gateway.bulk import bulk_lifespan, provide_jobs
 from gateway.dependencies import provide_engine
 from gateway.errors import JSONBodyRequest, openai_exception_handler
+from gateway.routes.batches import BatchesController
 from gateway.routes.chat import ChatController
 from gateway.routes.completions import CompletionsController
+from gateway.routes.files import FilesController
 from gateway.routes.health import health, ready
+from gateway.routes.jobs import JobsController
 from gateway.routes.models import ModelsController
 from gateway.routes.responses import ResponsesController
 from gateway.settings import Settings
@@ -39,11 +43,13 @@ async def engine_lifespan(settings: Settings, app: Litestar) -> AsyncIterator[No
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
-        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready],
-        lifespan=[partial(engine_lifespan, settings)],
+        route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready,
+                        JobsController, FilesController, BatchesController],
+        lifespan=[partial(engine_lifespan, settings), bulk_lifespan],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
         exception_handlers={Exception: openai_exception_handler},
         request_class=JSONBodyRequest,

@@ -9,6 +9,9 @@
 | body over the size limit                 | 413    | invalid_request_error |
 | ClientDisconnected (nobody reads it)     | 499    | invalid_request_error |
 | EngineOverloaded, EngineDead             | 503    | server_error          |
+| ApiError (bulk routes: 404/409/413/429/503) | its own | by status           |
+| JobConflict (Idempotency-Key reused)     | 409    | invalid_request_error |
+| QueueFull (per-key queued lines)         | 429    | rate_limit_error      |
 | anything else                            | 500    | server_error (no internals in the body) |
 """
 
@@ -29,6 +32,7 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from engine.errors import EngineDead, EngineOverloaded, InvalidRequest
 from gateway.schemas.errors import ErrorDetail, ErrorResponse
+from workers.jobs import JobConflict, QueueFull
 
 logger = logging.getLogger("flowgate.gateway")
 
@@ -44,6 +48,14 @@ class ModelNotFound(Exception):
     def __init__(self, model: str):
         super().__init__(f"The model `{model}` does not exist.")
         self.model = model
+
+
+class ApiError(Exception):
+    """An error a route decides on directly: its status, OpenAI code and param."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 class JSONBodyRequest(Request):
@@ -70,6 +82,13 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
             return error_response(400, exc.message, param=exc.param, code=exc.code)
         case EngineOverloaded() | EngineDead():
             return error_response(503, exc.message, code=exc.code, headers={"Retry-After": "1"})
+        case ApiError():
+            headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
+            return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=headers)
+        case JobConflict():
+            return error_response(409, str(exc), code="idempotency_key_reused")
+        case QueueFull():
+            return error_response(429, str(exc), code="queued_lines_limit", headers={"Retry-After": "30"})
         case ModelNotFound():
             return error_response(404, str(exc), param="model", code="model_not_found")
         case ClientDisconnected():  # nobody reads this; nginx's code for it, and no error log

@@ -65,6 +65,9 @@ def server(tmp_path_factory) -> Server:
         "FLOWGATE_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
         "FLOWGATE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "FLOWGATE_LOG_LEVEL": "warning",
+        # The embedded Redis (AOF) and bulk files of this session, apart from every other test session's.
+        "FLOWGATE_BULK_DIR": str(log_path.parent / "bulk"),
+        "FLOWGATE_REDIS_URL": "",  # bulk jobs on the embedded Redis and worker `flowgate serve` starts
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

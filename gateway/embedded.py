@@ -1,0 +1,115 @@
+"""`flowgate serve` without FLOWGATE_REDIS_URL: a private redis-server (AOF in FLOWGATE_HOME/redis) and one
+Celery worker process beside the engine, so bulk jobs work with nothing but one command.
+
+With FLOWGATE_REDIS_URL set nothing starts here: the gateway uses that Redis and `flowgate worker`
+processes (any number, any hosts) do the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.settings import Settings
+
+logger = logging.getLogger("flowgate.gateway")
+READY_TIMEOUT_S = 30.0
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM when the gateway dies, even by SIGKILL (Linux), so no Redis is left behind."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bulk_dir() -> Path:
+    """FLOWGATE_BULK_DIR, else FLOWGATE_HOME: the embedded Redis's AOF and the job files live under it."""
+    return Path(os.environ.get("FLOWGATE_BULK_DIR") or os.environ.get("FLOWGATE_HOME") or "~/.cache/flowgate").expanduser()
+
+
+def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
+         "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--logfile", "redis.log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+    )
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode} (see {data_dir / 'redis.log'})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("redis-server did not answer")
+
+
+def worker_command(concurrency: int, name: str) -> list[str]:
+    from workers.config import WorkerSettings
+
+    settings = WorkerSettings.from_env()
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q",
+            f"{settings.queue},{settings.webhook_queue}", "-c", str(concurrency), "-n", name,
+            "-l", os.environ.get("FLOWGATE_WORKER_LOG_LEVEL", "warning"),
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def _stop(process: subprocess.Popen, sig: int, timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def embedded_bulk(settings: Settings) -> Iterator[None]:
+    """Start Redis and a worker unless FLOWGATE_REDIS_URL points at a shared Redis (or FLOWGATE_BULK=off)."""
+    if os.environ.get("FLOWGATE_REDIS_URL") or os.environ.get("FLOWGATE_BULK", "").lower() in ("0", "off"):
+        yield
+        return
+    try:
+        redis, url = start_redis(bulk_dir() / "redis")
+    except (FileNotFoundError, RuntimeError) as exc:
+        logger.warning("bulk jobs disabled: could not start the embedded Redis (%s); set FLOWGATE_REDIS_URL", exc)
+        yield
+        return
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    os.environ["FLOWGATE_REDIS_URL"] = url
+    os.environ["FLOWGATE_BULK_EMBEDDED"] = "1"
+    os.environ.setdefault("FLOWGATE_GATEWAY_URL", f"http://{host}:{settings.port}")
+    concurrency = int(os.environ.get("FLOWGATE_WORKER_CONCURRENCY", "1"))
+    worker = subprocess.Popen(worker_command(concurrency, "embedded@%h"), preexec_fn=_die_with_parent)
+    try:
+        yield
+    finally:
+        _stop(worker, signal.SIGTERM, 15)  # warm shutdown; unfinished chunks are redelivered later
+        _stop(redis, signal.SIGTERM, 15)  # Redis fsyncs its AOF on SIGTERM

@@ -1,0 +1,130 @@
+"""/v1/jobs against the real `flowgate serve` (embedded Redis and Celery worker): plain HTTP, as n8n calls it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+MODEL = "smollm2-135m"
+
+
+def line(custom_id: str, text: str = "Say hi", max_tokens: int = 2, **extra) -> dict:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens,
+            "temperature": 0} | extra
+    return {"custom_id": custom_id, "body": body}
+
+
+def wait_terminal(http, job_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("completed", "failed", "cancelled", "expired"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']}: {job}"
+        time.sleep(0.5)
+
+
+def assert_every_line_once(http, job: dict, submitted: set[str]) -> list[dict]:
+    """The bulk invariant: each accepted line has exactly one outcome; counts agree with the outcomes."""
+    lines = [x for x in http.get(f"/v1/jobs/{job['id']}/results", params={"format": "jsonl"}).iter_lines() if x]
+    import json
+
+    outcomes = [json.loads(x) for x in lines]
+    ids = [o["custom_id"] for o in outcomes]
+    assert sorted(ids) == sorted(submitted), "every accepted line ends exactly once"
+    failed = sum(1 for o in outcomes if o["error"] is not None)
+    assert job["counts"] == {"total": len(submitted), "completed": len(ids) - failed, "failed": failed}
+    return outcomes
+
+
+def test_job_runs_to_completion_with_paged_results(http, server):
+    lines = [line(f"p{i}", f"Count to {i}") for i in range(5)]
+    created = http.post("/v1/jobs", json={"requests": lines, "metadata": {"flow": "nightly"}})
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert created.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] in ("queued", "in_progress") and job["counts"]["total"] == 5
+    job = wait_terminal(http, job["id"])
+    assert job["status"] == "completed" and job["progress"] == 1.0 and job["metadata"] == {"flow": "nightly"}
+    outcomes = assert_every_line_once(http, job, {f"p{i}" for i in range(5)})
+    for outcome in outcomes:
+        assert outcome["response"]["status_code"] == 200
+        assert outcome["response"]["body"]["choices"][0]["message"]["role"] == "assistant"
+    first = http.get(f"/v1/jobs/{job['id']}/results", params={"limit": 2}).json()
+    assert len(first["data"]) == 2 and first["has_more"] and first["job_status"] == "completed"
+    rest = http.get(f"/v1/jobs/{job['id']}/results", params={"after": first["last_id"], "limit": 10}).json()
+    assert not rest["has_more"]
+    assert {o["custom_id"] for o in first["data"] + rest["data"]} == {f"p{i}" for i in range(5)}
+    listed = http.get("/v1/jobs", params={"limit": 100}).json()
+    assert job["id"] in [j["id"] for j in listed["data"]]
+    assert server.wait_idle()["kv_blocks_used"] == 0
+
+
+@pytest.mark.parametrize(
+    ("requests", "code", "fragment"),
+    [
+        ([line("a"), {"body": line("b")["body"]}], None, "Invalid request body"),
+        ([line("a"), line("a")], "duplicate_custom_id", "Line 2"),
+        ([line("a"), line("b", max_tokens=0)], "invalid_request", "Line 2"),
+        ([line("a") | {"body": line("a")["body"] | {"model": "nope"}}], "model_not_found", "Line 1"),
+        ([line("a", stream=True)], "invalid_request", "stream"),
+    ],
+)
+def test_invalid_lines_are_rejected_with_their_line_number(http, requests, code, fragment):
+    response = http.post("/v1/jobs", json={"requests": requests})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+    if code:
+        assert error["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({}, "requests"),
+        ({"requests": [line("a")], "input_file_id": "file-abc"}, "requests"),
+        ({"requests": [line("a")], "callback_url": "http://example.com/hook"}, "callback_url"),
+        ({"requests": [line("a")], "completion_window": "soon"}, "completion_window"),
+    ],
+)
+def test_malformed_jobs_get_400(http, payload, param):
+    response = http.post("/v1/jobs", json=payload)
+    assert response.status_code == 400, response.text
+    assert param in (response.json()["error"]["param"] or "")
+
+
+def test_unknown_job_is_404(http):
+    for path in ("/v1/jobs/job_nope", "/v1/jobs/job_nope/results"):
+        response = http.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert http.post("/v1/jobs/job_nope/cancel").status_code == 404
+
+
+def test_idempotency_key_returns_the_same_job_and_rejects_another_body(http):
+    key = f"nightly-{time.time_ns()}"
+    payload = {"requests": [line("i1"), line("i2")]}
+    first = http.post("/v1/jobs", json=payload, headers={"Idempotency-Key": key})
+    again = http.post("/v1/jobs", json=payload, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = http.post("/v1/jobs", json={"requests": [line("i3")]}, headers={"Idempotency-Key": key})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    job = wait_terminal(http, first.json()["id"])
+    assert_every_line_once(http, job, {"i1", "i2"})
+
+
+def test_cancel_keeps_finished_lines_and_closes_the_rest(http, server):
+    lines = [line(f"c{i}", "Write a long story about a fox", max_tokens=64) for i in range(40)]
+    job = http.post("/v1/jobs", json={"requests": lines}).json()
+    cancelled = http.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("cancelling", "cancelled")
+    job = wait_terminal(http, job["id"])
+    assert job["status"] == "cancelled"
+    outcomes = assert_every_line_once(http, job, {f"c{i}" for i in range(40)})
+    closed = [o for o in outcomes if o["error"] and o["error"]["code"] == "batch_cancelled"]
+    assert closed, "pending lines end as cancelled errors"
+    assert all(o["response"]["status_code"] == 200 for o in outcomes if o["error"] is None)
+    assert http.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    assert server.wait_idle(60)["kv_blocks_used"] == 0
