@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,10 +107,41 @@ def embedded_bulk(settings: Settings) -> Iterator[None]:
     os.environ["FLOWGATE_REDIS_URL"] = url
     os.environ["FLOWGATE_BULK_EMBEDDED"] = "1"
     os.environ.setdefault("FLOWGATE_GATEWAY_URL", f"http://{host}:{settings.port}")
-    concurrency = int(os.environ.get("FLOWGATE_WORKER_CONCURRENCY", "1"))
-    worker = subprocess.Popen(worker_command(concurrency, "embedded@%h"), preexec_fn=_die_with_parent)
+    supervisor = WorkerSupervisor(int(os.environ.get("FLOWGATE_WORKER_CONCURRENCY", "1")))
     try:
         yield
     finally:
-        _stop(worker, signal.SIGTERM, 15)  # warm shutdown; unfinished chunks are redelivered later
+        supervisor.stop()
         _stop(redis, signal.SIGTERM, 15)  # Redis fsyncs its AOF on SIGTERM
+
+
+class WorkerSupervisor:
+    """Keeps the embedded worker running. A worker that died (OOM killer, a crash) held chunks nobody else
+    will redeliver soon, so after a restart every unfinished job's missing chunks are republished."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+        self.stopping = threading.Event()
+        self.process = self._start()
+        threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(worker_command(self.concurrency, "embedded@%h"), preexec_fn=_die_with_parent)
+
+    def _watch(self) -> None:
+        from workers.config import WorkerSettings
+        from workers.jobs import JobService
+
+        while not self.stopping.wait(1.0):
+            if self.process.poll() is None or self.stopping.is_set():
+                continue
+            logger.warning("the embedded worker exited with %s; restarting it", self.process.returncode)
+            self.process = self._start()
+            try:
+                JobService(WorkerSettings.from_env()).recover(republish_all=True)
+            except Exception:
+                logger.exception("republishing unfinished chunks failed; the periodic sweep will retry")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        _stop(self.process, signal.SIGTERM, 15)  # warm shutdown; unacked chunks go back to the queue

@@ -6,6 +6,12 @@ from celery import Celery
 
 from workers.config import WorkerSettings
 
+
+def create_app(settings: WorkerSettings) -> Celery:
+    celery = Celery("flowgate", include=["workers.tasks"], set_as_current=False)
+    celery.conf.update(settings.celery_config())
+    return celery
+
+
 settings = WorkerSettings.from_env()
-app = Celery("flowgate", include=["workers.tasks"])
-app.conf.update(settings.celery_config())
+app = create_app(settings)

@@ -15,7 +15,7 @@ import secrets
 
 import msgspec
 
-from workers.app import app
+from workers.app import create_app
 from workers.config import WorkerSettings
 from workers.engine_http import line_error
 from workers.files import FileStore
@@ -36,17 +36,18 @@ def new_job_id(face: Face) -> str:
     return ("batch_" if face == "batch" else "job_") + secrets.token_hex(12)
 
 
-def publish_chunks(job_id: str, chunk_nos) -> None:
-    for chunk_no in chunk_nos:
-        # Tasks take ids; the stable task id names the chunk in `celery inspect` and in traces.
-        app.send_task("workers.tasks.run_chunk", args=[job_id, chunk_no], task_id=f"{job_id}.{chunk_no}")
-
-
 class JobService:
     def __init__(self, settings: WorkerSettings):
         self.settings = settings
         self.ledger = Ledger(settings)
         self.files = FileStore(settings)
+        self.celery = create_app(settings)  # a publisher bound to these settings' Redis, prefix and queues
+
+    def publish_chunks(self, job_id: str, chunk_nos) -> None:
+        for chunk_no in chunk_nos:
+            # Tasks take ids; the stable task id names the chunk in `celery inspect` and in traces.
+            self.celery.send_task("workers.tasks.run_chunk", args=[job_id, chunk_no],
+                                  task_id=f"{job_id}.{chunk_no}")
 
     def submit(self, *, owner: str, face: Face, endpoint: str, lines: list[InputLine], window_s: int,
                window_label: str, metadata: dict | None = None, callback_url: str | None = None,
@@ -83,7 +84,7 @@ class JobService:
         )
         self.ledger.create(job, lines if accepted else [])
         if accepted:
-            publish_chunks(job.id, range(job.num_chunks))
+            self.publish_chunks(job.id, range(job.num_chunks))
             if not lines:
                 finalize(self, job.id)
         return self.ledger.get(job.id) or job
@@ -128,7 +129,7 @@ class JobService:
                 finalize(self, job.id)
             elif republish_all or now() - (job.updated_at or job.created_at) >= self.settings.stall_s:
                 self.ledger.update(job.id, updated_at=str(now()))
-                publish_chunks(job.id, pending_chunks(self, job))
+                self.publish_chunks(job.id, pending_chunks(self, job))
 
 
 def pending_chunks(service: JobService, job: Job) -> list[int]:

@@ -18,7 +18,6 @@ import httpx
 import msgspec
 from standardwebhooks.webhooks import Webhook
 
-from workers.app import app
 from workers.config import WorkerSettings
 from workers.ledger import now
 
@@ -96,7 +95,7 @@ def schedule_delivery(service, job_id: str, status: str) -> None:
     key = f"{service.settings.prefix}webhook:{delivery_id}"
     if service.ledger.r.hsetnx(key, "url", job.callback_url):
         service.ledger.r.hset(key, mapping={"payload": msgspec.json.encode(event).decode(), "state": "pending"})
-        app.send_task("workers.tasks.deliver_webhook", args=[delivery_id], task_id=delivery_id)
+        service.celery.send_task("workers.tasks.deliver_webhook", args=[delivery_id], task_id=delivery_id)
 
 
 def send(settings: WorkerSettings, delivery_id: str, url: str, payload: str) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,4 +130,43 @@ def test_cancel_keeps_finished_lines_and_closes_the_rest(http, server):
     assert closed, "pending lines end as cancelled errors"
     assert all(o["response"]["status_code"] == 200 for o in outcomes if o["error"] is None)
     assert http.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    assert server.wait_idle(60)["kv_blocks_used"] == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_sigkilled_embedded_worker_is_restarted_and_the_job_finishes(http, server):
+    """Fault: SIGKILL of the embedded worker (and its pool children) while a chunk runs."""
+    workers = [p for p in _children(server.process.pid) if "celery" in _cmdline(p)]
+    assert len(workers) == 1, "flowgate serve runs one embedded worker"
+    lines = [line(f"k{i}", f"Describe the number {i}", max_tokens=24) for i in range(12)]
+    job = http.post("/v1/jobs", json={"requests": lines}).json()
+    deadline = time.monotonic() + 120
+    while http.get(f"/v1/jobs/{job['id']}").json()["counts"]["completed"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    for pid in [workers[0], *_children(workers[0])]:
+        os.kill(pid, signal.SIGKILL)
+    job = wait_terminal(http, job["id"], timeout=300)
+    assert job["status"] == "completed"
+    outcomes = assert_every_line_once(http, job, {f"k{i}" for i in range(12)})
+    assert all(o["error"] is None for o in outcomes)
+    assert [p for p in _children(server.process.pid) if "celery" in _cmdline(p)] != workers
     assert server.wait_idle(60)["kv_blocks_used"] == 0
