@@ -24,8 +24,21 @@ logger = logging.getLogger("flowgate.workers")
 # Test hook for the fault suite: running this custom_id kills the worker process, every time (a poison line
 # that crashes its task, as a segfaulting tokenizer or an OOM kill would). Unset in production.
 CRASH_ON = os.environ.get("FLOWGATE_TEST_CRASH_ON_CUSTOM_ID")
+# `flowgate worker --engine local` sets it: lines run on an engine inside this (solo) worker process.
+LOCAL = os.environ.get("FLOWGATE_WORKER_ENGINE") == "local"
 
 _service: JobService | None = None
+_local = None
+
+
+def local_engine():
+    global _local
+    if _local is None:
+        from engine.config import EngineConfig
+        from workers.local_engine import LocalEngine
+
+        _local = LocalEngine(EngineConfig.from_env())
+    return _local
 
 
 def service() -> JobService:
@@ -57,7 +70,11 @@ def run_chunk(self, job_id: str, chunk_no: int) -> None:
         ) for line in poison])
     runnable = [line for line, n in zip(pending, crashes, strict=True) if n < settings.max_line_crashes]
     # After a crash, run one line at a time: only the line that crashes again is counted against it.
-    concurrency = 1 if any(crashes) else settings.line_concurrency
+    if LOCAL:
+        concurrency = 1 if any(crashes) else len(runnable)
+        runnable = local_engine().order(job.endpoint, runnable)
+    else:
+        concurrency = 1 if any(crashes) else settings.line_concurrency
     num_transient = asyncio.run(_run_lines(svc, job, runnable, concurrency))
     if svc.ledger.remaining(job) == 0:
         finalize(svc, job_id)
@@ -82,7 +99,10 @@ async def _run_lines(svc: JobService, job: Job, lines: list[InputLine], concurre
             if CRASH_ON is not None and line.custom_id == CRASH_ON:
                 os._exit(70)
             try:
-                outcome = await run_line(http, job.endpoint, line)
+                if LOCAL:
+                    outcome = await local_engine().run_line(job.endpoint, line)
+                else:
+                    outcome = await run_line(http, job.endpoint, line)
             except Transient:
                 await asyncio.to_thread(svc.ledger.returned_line, job.id, line.custom_id)
                 num_transient += 1

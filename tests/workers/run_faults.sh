@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-/work/main/.venv/bin/python}
 [ -x "$PY" ] || PY=python
-exec "$PY" -m pytest -m e2e -v tests/workers/test_faults.py "$@"
+exec "$PY" -m pytest -m e2e -v tests/workers/ "$@"

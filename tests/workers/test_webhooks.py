@@ -6,6 +6,7 @@ import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -34,9 +35,9 @@ def test_allowlist_admits_a_local_receiver(worker_settings):
 
 
 class Receiver(BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Receiver.received.append((self.path, dict(self.headers), body))
         if self.path == "/redirect":
@@ -65,7 +66,7 @@ def test_delivery_is_signed_and_redirects_are_not_followed(worker_settings, rece
     settings = dataclasses.replace(worker_settings, webhook_allow_hosts=("127.0.0.1",), webhook_secret=SECRET)
     payload = json.dumps({"type": "job.completed", "data": {"id": "job_1"}})
     assert send(settings, "msg_job_1_completed", f"{receiver}/hook", payload) == 200
-    path, headers, body = Receiver.received[0]
+    _, headers, body = Receiver.received[0]
     headers = {k.lower(): v for k, v in headers.items()}
     assert headers["webhook-id"] == "msg_job_1_completed"
     assert Webhook(SECRET).verify(body, headers) == json.loads(payload)
