@@ -170,3 +170,63 @@ def test_sigkilled_embedded_worker_is_restarted_and_the_job_finishes(http, serve
     assert all(o["error"] is None for o in outcomes)
     assert [p for p in _children(server.process.pid) if "celery" in _cmdline(p)] != workers
     assert server.wait_idle(60)["kv_blocks_used"] == 0
+
+
+def test_webhook_is_signed_and_sent_once_on_completion(http, server):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(({k.lower(): v for k, v in self.headers.items()},
+                             self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        job = http.post("/v1/jobs", json={"requests": [line("w1")], "callback_url": url}).json()
+        assert wait_terminal(http, job["id"])["status"] == "completed"
+        deadline = time.monotonic() + 30
+        while not received:
+            assert time.monotonic() < deadline, "no webhook arrived"
+            time.sleep(0.2)
+        headers, body = received[0]
+        secret = (server.log_path.parent / "bulk" / "webhook_secret").read_text().strip()
+        event = Webhook(secret).verify(body, headers)
+        assert event["type"] == "job.completed" and event["data"]["id"] == job["id"]
+        assert headers["webhook-id"] == f"msg_{job['id']}_completed"
+        assert json.loads(body)["data"]["counts"] == {"total": 1, "completed": 1, "failed": 0}
+        time.sleep(1)
+        assert len(received) == 1
+    finally:
+        receiver.shutdown()
+
+
+def test_cli_submit_waits_and_writes_results(server, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.gateway.conftest import ROOT
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(line(f"cli{i}")) for i in range(2)) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from gateway.cli import app; app()", "jobs", "submit", str(source), "--wait",
+         "--url", server.url], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("job_")
+    results = [json.loads(x) for x in (tmp_path / "in.results.jsonl").read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in results) == ["cli0", "cli1"]
