@@ -230,3 +230,29 @@ def test_cli_submit_waits_and_writes_results(server, tmp_path):
     assert done.stdout.strip().startswith("job_")
     results = [json.loads(x) for x in (tmp_path / "in.results.jsonl").read_text().splitlines()]
     assert sorted(r["custom_id"] for r in results) == ["cli0", "cli1"]
+
+
+def test_job_past_its_completion_window_expires_keeping_finished_lines(http, server):
+    lines = [line(f"e{i}", "Write a long story about a fox", max_tokens=64) for i in range(30)]
+    job = http.post("/v1/jobs", json={"requests": lines, "completion_window": "2s"}).json()
+    time.sleep(2.5)
+    job = wait_terminal(http, job["id"])
+    assert job["status"] == "expired" and job["expired_at"] is not None
+    outcomes = assert_every_line_once(http, job, {f"e{i}" for i in range(30)})
+    assert any(o["error"] and o["error"]["code"] == "batch_expired" for o in outcomes)
+    assert server.wait_idle(60)["kv_blocks_used"] == 0
+
+
+def test_size_limits_are_client_errors():
+    from gateway.bulk import check_size
+    from gateway.errors import ApiError
+    from workers.config import WorkerSettings
+
+    settings = WorkerSettings(max_lines=2, max_bytes=100)
+    check_size(settings, 2, 100)
+    with pytest.raises(ApiError) as lines:
+        check_size(settings, 3, 10)
+    with pytest.raises(ApiError) as size:
+        check_size(settings, 1, 101)
+    assert (lines.value.status, lines.value.code) == (400, "too_many_lines")
+    assert (size.value.status, size.value.code) == (413, "request_too_large")
