@@ -36,7 +36,7 @@ async def bulk_lifespan(app: Litestar) -> AsyncIterator[None]:
     settings = WorkerSettings.from_env()
     app.state.jobs = None
     try:
-        service = JobService(settings)
+        service = JobService(settings, patient=False)
         await asyncio.to_thread(service.ledger.r.ping)
         app.state.jobs = service
     except Exception as exc:  # the online API works without Redis; bulk routes answer 503

@@ -12,6 +12,7 @@
 | ApiError (bulk routes: 404/409/413/429/503) | its own | by status           |
 | JobConflict (Idempotency-Key reused)     | 409    | invalid_request_error |
 | QueueFull (per-key queued lines)         | 429    | rate_limit_error      |
+| Redis unreachable (bulk routes)          | 503    | server_error          |
 | anything else                            | 500    | server_error (no internals in the body) |
 """
 
@@ -29,6 +30,8 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import EngineDead, EngineOverloaded, InvalidRequest
 from gateway.schemas.errors import ErrorDetail, ErrorResponse
@@ -85,6 +88,9 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
         case ApiError():
             headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
             return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=headers)
+        case RedisConnectionError() | RedisTimeoutError():
+            return error_response(503, "The job store is unavailable; try again shortly.", code="bulk_unavailable",
+                                  headers={"Retry-After": "5"})
         case JobConflict():
             return error_response(409, str(exc), code="idempotency_key_reused")
         case QueueFull():

@@ -28,9 +28,9 @@ def new_file_id() -> str:
 
 
 class FileStore:
-    def __init__(self, settings: WorkerSettings):
+    def __init__(self, settings: WorkerSettings, *, patient: bool = True):
         self.settings = settings
-        self.r = client(settings)
+        self.r = client(settings, patient=patient)
         self.p = settings.prefix
         self.dir = settings.files_dir
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,11 @@ def new_job_id(face: Face) -> str:
 
 
 class JobService:
-    def __init__(self, settings: WorkerSettings):
+    def __init__(self, settings: WorkerSettings, *, patient: bool = True):
+        """`patient`: ride out a Redis restart (workers); the gateway answers 503 instead."""
         self.settings = settings
-        self.ledger = Ledger(settings)
-        self.files = FileStore(settings)
+        self.ledger = Ledger(settings, patient=patient)
+        self.files = FileStore(settings, patient=patient)
         self.celery = create_app(settings)  # a publisher bound to these settings' Redis, prefix and queues
 
     def publish_chunks(self, job_id: str, chunk_nos) -> None:
@@ -82,7 +83,14 @@ class JobService:
             callback_url=callback_url, input_file_id=input_file_id, errors=errors or None,
             failed_at=None if accepted else created,
         )
-        self.ledger.create(job, lines if accepted else [])
+        try:
+            self.ledger.create(job, lines if accepted else [])
+        except Exception:  # nothing was accepted: free the key and the quota for the client's retry
+            if idempotency_key is not None:
+                self.ledger.r.delete(f"{self.settings.prefix}idem:{owner}:{idempotency_key}")
+            if accepted:
+                self.ledger.release_lines(owner, len(lines))
+            raise
         if accepted:
             self.publish_chunks(job.id, range(job.num_chunks))
             if not lines:

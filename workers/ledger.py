@@ -76,18 +76,21 @@ if now + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str, bool], redis.Redis] = {}
 
 
-def client(settings: WorkerSettings) -> redis.Redis:
+def client(settings: WorkerSettings, *, patient: bool = True) -> redis.Redis:
     """One connection pool per process (a forked worker child must not share its parent's sockets).
 
-    Commands retry through a Redis restart (AOF brings the data back) instead of failing the task."""
-    key = (os.getpid(), settings.redis_url)
+    `patient` (workers): commands retry for about two minutes, through a Redis restart (the AOF brings the data
+    back), instead of failing the task. Otherwise (the gateway) they give up within a second or two, and the
+    client gets a 503 rather than a hanging request."""
+    key = (os.getpid(), settings.redis_url, patient)
     if key not in _clients:
+        retry = Retry(ExponentialBackoff(cap=4, base=0.2), 40) if patient else Retry(ExponentialBackoff(1, 0.1), 3)
         _clients[key] = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=30, health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=4, base=0.2), 40),
+            settings.redis_url, decode_responses=True, socket_timeout=30 if patient else 10,
+            socket_connect_timeout=5, health_check_interval=30, retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
         )
     return _clients[key]
@@ -98,10 +101,10 @@ def now() -> int:
 
 
 class Ledger:
-    def __init__(self, settings: WorkerSettings):
+    def __init__(self, settings: WorkerSettings, *, patient: bool = True):
         self.settings = settings
         self.p = settings.prefix
-        self.r = client(settings)
+        self.r = client(settings, patient=patient)
         self._outcome = self.r.register_script(OUTCOME_LUA)
         self._transition = self.r.register_script(TRANSITION_LUA)
         self._reserve = self.r.register_script(RESERVE_LUA)
