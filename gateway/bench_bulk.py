@@ -1,6 +1,7 @@
 """`flowgate bench bulk`: what bulk jobs cost and what they leave for paid traffic, in one run.
 
-One `flowgate serve` on a private Redis with one gateway-backed worker. Phases, in order:
+One `flowgate serve` on a private Redis with one gateway-backed worker (one chunk at a time, `--bulk-in-flight`
+of its lines at once). Phases, in order:
   paid alone      a trickle of paid streaming chats; TTFT per request
   bulk + paid     N lines through /v1/jobs (batch priority) with the same trickle alongside
   online          the same N lines as concurrent online requests
@@ -30,17 +31,19 @@ READY_TIMEOUT_S = 600.0
 PAID_INTERVAL_S = 0.5
 
 
-def run(model: str, num_lines: int, max_tokens: int, concurrency: int, num_paid: int, as_json: bool) -> dict:
+def run(model: str, num_lines: int, max_tokens: int, concurrency: int, num_paid: int, as_json: bool,
+        bulk_in_flight: int = 8) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="flowgate-bench-bulk-"))
     redis, redis_url = start_redis(tmp / "redis")
     port = _free_port()
     env = {**os.environ, "FLOWGATE_REDIS_URL": redis_url, "FLOWGATE_BULK_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
            "FLOWGATE_BULK_DIR": str(tmp), "FLOWGATE_GATEWAY_URL": f"http://127.0.0.1:{port}",
-           "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_MODEL": model}
+           "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_MODEL": model,
+           "FLOWGATE_BULK_LINE_CONCURRENCY": str(bulk_in_flight)}
     cli = [sys.executable, "-c", "from gateway.cli import app; app()"]
     procs = [subprocess.Popen([*cli, "serve", "--port", str(port)], env=env)]
     try:
-        procs.append(subprocess.Popen([*cli, "worker", "--loglevel", "warning", "--concurrency", "2"], env=env,
+        procs.append(subprocess.Popen([*cli, "worker", "--loglevel", "warning", "--concurrency", "1"], env=env,
                                       start_new_session=True))
         result = asyncio.run(_measure(f"http://127.0.0.1:{port}", model, num_lines, max_tokens, concurrency,
                                       num_paid, cli, env, procs))
@@ -79,6 +82,7 @@ async def _measure(url, model, num_lines, max_tokens, concurrency, num_paid, cli
     alone_p99, bulk_p99 = _p99(alone), _p99(with_bulk)
     return {
         "lines": num_lines, "max_tokens": max_tokens, "online_concurrency": concurrency,
+        "bulk_in_flight": int(env["FLOWGATE_BULK_LINE_CONCURRENCY"]),
         "bulk_lines_per_s": num_lines / bulk_s, "bulk_tokens_per_s": bulk_tokens / bulk_s,
         "local_lines_per_s": num_lines / local_s, "local_tokens_per_s": local_tokens / local_s,
         "online_lines_per_s": num_lines / online_s, "online_tokens_per_s": online_tokens / online_s,

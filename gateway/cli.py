@@ -64,10 +64,12 @@ def bench_bulk(
     lines: int = 512,
     max_tokens: int = 16,
     concurrency: Annotated[int, typer.Option(help="Concurrent online requests in the online phase")] = 64,
-    paid: Annotated[int, typer.Option(help="Paid requests timed alone (and at least as many alongside bulk)")] = 20,
+    paid: Annotated[int, typer.Option(help="Paid requests timed alone")] = 20,
+    bulk_in_flight: Annotated[int, typer.Option(help="Bulk lines the worker keeps in flight")] = 8,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Bulk via the live engine (with a paid trickle), via a local-engine worker, and as online requests."""
     from gateway.bench_bulk import run
 
-    run(model=model, num_lines=lines, max_tokens=max_tokens, concurrency=concurrency, num_paid=paid, as_json=json)
+    run(model=model, num_lines=lines, max_tokens=max_tokens, concurrency=concurrency, num_paid=paid, as_json=json,
+        bulk_in_flight=bulk_in_flight)
