@@ -21,6 +21,7 @@ from workers.engine_http import line_error
 from workers.files import FileStore
 from workers.ledger import Ledger, now
 from workers.records import Face, InputLine, Job, ValidationIssue
+from workers.tracing import instrument_celery
 from workers.webhooks import schedule_delivery
 
 
@@ -43,6 +44,7 @@ class JobService:
         self.ledger = Ledger(settings, patient=patient)
         self.files = FileStore(settings, patient=patient)
         self.celery = create_app(settings)  # a publisher bound to these settings' Redis, prefix and queues
+        instrument_celery()  # published tasks carry the submitting request's trace context
 
     def publish_chunks(self, job_id: str, chunk_nos) -> None:
         for chunk_no in chunk_nos:

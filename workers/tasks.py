@@ -11,6 +11,7 @@ import logging
 import os
 
 import httpx
+from celery.signals import worker_process_init
 
 from workers import webhooks
 from workers.app import app, settings
@@ -18,6 +19,7 @@ from workers.engine_http import Transient, client, line_error, run_line
 from workers.jobs import JobService, expire, finalize
 from workers.ledger import now
 from workers.records import InputLine, Job
+from workers.tracing import instrument_celery
 
 logger = logging.getLogger("flowgate.workers")
 
@@ -29,6 +31,11 @@ LOCAL = os.environ.get("FLOWGATE_WORKER_ENGINE") == "local"
 
 _service: JobService | None = None
 _local = None
+
+
+@worker_process_init.connect
+def _init_worker_process(**_) -> None:
+    instrument_celery()
 
 
 def local_engine():
