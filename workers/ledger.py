@@ -191,7 +191,7 @@ class Ledger:
     def has_outcomes(self, job_id: str, custom_ids: list[str]) -> list[bool]:
         if not custom_ids:
             return []
-        return [bool(v) for v in self.r.hmget(self._k(job_id, "out"), custom_ids)] if custom_ids else []
+        return [bool(v) for v in self.r.hmget(self._k(job_id, "out"), custom_ids)]
 
     def record(self, job_id: str, outcomes: list[Outcome]) -> int:
         """Write each line's outcome unless it has one; returns how many lines are still without one."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from gateway.auth import Identity
 from gateway.bulk import (
@@ -35,7 +35,7 @@ class BatchesController(Controller):
 
     @post(status_code=200, sync_to_thread=True, responses=ERROR_RESPONSES,
           summary="Create a batch from an uploaded JSONL file; invalid lines fail it in `validating`")
-    def create(self, data: BatchCreate, identity: Identity, jobs: NamedDependency[JobService],
+    def create(self, data: JSONBody[BatchCreate], identity: NamedDependency[Identity], jobs: NamedDependency[JobService],
                state: State) -> Batch:
         content = owned_file_lines(jobs, data.input_file_id, identity.key_id)
         check_size(jobs.settings, content.count(b"\n") + 1, len(content))
@@ -49,19 +49,19 @@ class BatchesController(Controller):
         return batch_object(job)
 
     @get(sync_to_thread=True, summary="List your batches, newest first (`after` = the last id of a page)")
-    def list_batches(self, identity: Identity, jobs: NamedDependency[JobService], after: str | None = None,
-                     limit: Annotated[int, Parameter(ge=1, le=100)] = 20) -> BatchList:
+    def list_batches(self, identity: NamedDependency[Identity], jobs: NamedDependency[JobService], after: FromQuery[str | None] = None,
+                     limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20) -> BatchList:
         found, more = jobs.list(identity.key_id, face="batch", after=after, limit=limit)
         data = [batch_object(job) for job in found]
         return BatchList(data=data, first_id=data[0].id if data else None,
                          last_id=data[-1].id if data else None, has_more=more)
 
     @get("/{batch_id:str}", sync_to_thread=True, summary="A batch")
-    def retrieve(self, batch_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> Batch:
+    def retrieve(self, batch_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> Batch:
         return batch_object(_owned(jobs, batch_id, identity))
 
     @post("/{batch_id:str}/cancel", status_code=200, sync_to_thread=True, summary="Cancel a batch")
-    def cancel(self, batch_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> Batch:
+    def cancel(self, batch_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> Batch:
         _owned(jobs, batch_id, identity)
         job = jobs.cancel(batch_id, identity.key_id)
         if job is None:
@@ -69,7 +69,7 @@ class BatchesController(Controller):
         return batch_object(job)
 
 
-def _owned(jobs: JobService, batch_id: str, identity: Identity) -> Job:
+def _owned(jobs: JobService, batch_id: FromPath[str], identity: NamedDependency[Identity]) -> Job:
     job = jobs.get(batch_id, identity.key_id)
     if job is None or job.face != "batch":
         raise job_not_found(batch_id, "batch")

@@ -8,8 +8,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
 
 from gateway.auth import Identity
 from gateway.errors import ApiError
@@ -34,8 +33,8 @@ class FilesController(Controller):
     @post(status_code=200, sync_to_thread=True, responses=ERROR_RESPONSES, request_max_body_size=UPLOAD_LIMIT,
           summary="Upload a file (purpose `batch`: JSONL in OpenAI's batch input format)")
     def upload(
-        self, data: Annotated[FileUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-        identity: Identity, jobs: NamedDependency[JobService],
+        self, data: MultipartBody[FileUpload],
+        identity: NamedDependency[Identity], jobs: NamedDependency[JobService],
     ) -> FileObject:
         if data.purpose != "batch":
             raise ApiError(400, f"purpose {data.purpose!r} is not supported here; use 'batch'.", param="purpose")
@@ -47,30 +46,30 @@ class FilesController(Controller):
         return file_object(meta)
 
     @get(sync_to_thread=True, summary="List your files, newest first")
-    def list_files(self, identity: Identity, jobs: NamedDependency[JobService], purpose: str | None = None,
-                   after: str | None = None, limit: Annotated[int, Parameter(ge=1, le=10000)] = 10000) -> FileList:
+    def list_files(self, identity: NamedDependency[Identity], jobs: NamedDependency[JobService], purpose: FromQuery[str | None] = None,
+                   after: FromQuery[str | None] = None, limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 10000) -> FileList:
         found, more = jobs.files.list(identity.key_id, after=after, limit=limit, purpose=purpose)
         data = [file_object(meta) for meta in found]
         return FileList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
                         has_more=more)
 
     @get("/{file_id:str}", sync_to_thread=True, summary="A file's metadata")
-    def retrieve(self, file_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> FileObject:
+    def retrieve(self, file_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> FileObject:
         return file_object(_owned(jobs, file_id, identity))
 
     @get("/{file_id:str}/content", sync_to_thread=True, summary="A file's bytes")
-    def content(self, file_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> Response[bytes]:
+    def content(self, file_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> Response[bytes]:
         _owned(jobs, file_id, identity)
         return Response(jobs.files.read(file_id), media_type="application/octet-stream")
 
     @delete("/{file_id:str}", status_code=200, sync_to_thread=True, summary="Delete a file")
-    def remove(self, file_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> FileDeleted:
+    def remove(self, file_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> FileDeleted:
         if not jobs.files.delete(file_id, identity.key_id):
             raise _not_found(file_id)
         return FileDeleted(id=file_id, deleted=True)
 
 
-def _owned(jobs: JobService, file_id: str, identity: Identity) -> StoredFile:
+def _owned(jobs: JobService, file_id: FromPath[str], identity: NamedDependency[Identity]) -> StoredFile:
     try:
         meta = jobs.files.get(file_id, identity.key_id)
     except FileNotFoundError:
@@ -80,7 +79,7 @@ def _owned(jobs: JobService, file_id: str, identity: Identity) -> StoredFile:
     return meta
 
 
-def _not_found(file_id: str) -> ApiError:
+def _not_found(file_id: FromPath[str]) -> ApiError:
     return ApiError(404, f"No file with id {file_id!r}.", code="not_found", param="file_id")
 
 

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from gateway.auth import Identity
 from gateway.bulk import (
@@ -29,7 +29,7 @@ from workers.jobs import JobService
 from workers.records import Job
 from workers.webhooks import BlockedDestination, check_url
 
-Limit = Annotated[int, Parameter(ge=1, le=1000)]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 
 
 class JobsController(Controller):
@@ -39,8 +39,8 @@ class JobsController(Controller):
     @post(status_code=202, sync_to_thread=True, responses=ERROR_RESPONSES,
           summary="Submit a bulk job (inline `requests` or an uploaded `input_file_id`); 202 with its Location")
     def create(
-        self, data: JobCreate, identity: Identity, jobs: NamedDependency[JobService], state: State,
-        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=256)] = None,
+        self, data: JSONBody[JobCreate], identity: NamedDependency[Identity], jobs: NamedDependency[JobService], state: State,
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=256)] = None,
     ) -> Response[JobObject]:
         if (data.requests is None) == (data.input_file_id is None):
             raise ApiError(400, "Give exactly one of `requests` and `input_file_id`.", param="requests")
@@ -72,7 +72,7 @@ class JobsController(Controller):
         return Response(job_object(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @get(sync_to_thread=True, summary="List your jobs, newest first")
-    def list_jobs(self, identity: Identity, jobs: NamedDependency[JobService], after: str | None = None,
+    def list_jobs(self, identity: NamedDependency[Identity], jobs: NamedDependency[JobService], after: FromQuery[str | None] = None,
                   limit: Limit = 20) -> JobList:
         found, more = jobs.list(identity.key_id, face="job", after=after, limit=limit)
         data = [job_object(job) for job in found]
@@ -80,14 +80,14 @@ class JobsController(Controller):
                        has_more=more)
 
     @get("/{job_id:str}", sync_to_thread=True, summary="A job's status, counts and progress")
-    def retrieve(self, job_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> JobObject:
+    def retrieve(self, job_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> JobObject:
         return job_object(_owned(jobs, job_id, identity))
 
     @get("/{job_id:str}/results", sync_to_thread=True,
          summary="Results so far (also while running): JSON pages (`after`, `limit`) or `format=jsonl`")
-    def results(self, job_id: str, identity: Identity, jobs: NamedDependency[JobService],
-                after: str | None = None, limit: Limit = 100,
-                format: Annotated[str, Parameter(pattern="^(json|jsonl)$")] = "json") -> ResultPage | Response:
+    def results(self, job_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService],
+                after: FromQuery[str | None] = None, limit: Limit = 100,
+                format: Annotated[str, QueryParameter(pattern="^(json|jsonl)$")] = "json") -> ResultPage | Response:
         job = _owned(jobs, job_id, identity)
         if format == "jsonl":
             body = b"".join(msgspec.json.encode(o) + b"\n" for o in jobs.ledger.all_outcomes(job.id))
@@ -100,14 +100,14 @@ class JobsController(Controller):
 
     @post("/{job_id:str}/cancel", status_code=200, sync_to_thread=True,
           summary="Cancel: pending lines end as `batch_cancelled` errors, finished ones are kept")
-    def cancel(self, job_id: str, identity: Identity, jobs: NamedDependency[JobService]) -> JobObject:
+    def cancel(self, job_id: FromPath[str], identity: NamedDependency[Identity], jobs: NamedDependency[JobService]) -> JobObject:
         job = jobs.cancel(job_id, identity.key_id)
         if job is None:
             raise job_not_found(job_id)
         return job_object(job)
 
 
-def _owned(jobs: JobService, job_id: str, identity: Identity) -> Job:
+def _owned(jobs: JobService, job_id: FromPath[str], identity: NamedDependency[Identity]) -> Job:
     job = jobs.get(job_id, identity.key_id)
     if job is None or job.face != "job":
         raise job_not_found(job_id)
