@@ -110,8 +110,7 @@ class JobService:
         return job
 
     def list(self, owner: str, *, face: Face, after: str | None, limit: int) -> tuple[list[Job], bool]:
-        jobs, more = self.ledger.list_jobs(owner, after=after, limit=limit)
-        return [job for job in jobs if job.face == face], more
+        return self.ledger.list_jobs(owner, face, after=after, limit=limit)
 
     def cancel(self, job_id: str, owner: str) -> Job | None:
         job = self.get(job_id, owner)

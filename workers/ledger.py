@@ -10,7 +10,7 @@ Keys (all under the configured prefix P):
 | P job:ID:order       | list | custom_ids in the order their outcomes landed (result paging)  |
 | P job:ID:pos         | hash | custom_id -> its 1-based position in :order (`after` cursors)  |
 | P job:ID:crashes     | hash | custom_id -> runs started and never returned (poison detection) |
-| P jobs:OWNER         | zset | the owner's job ids by submission sequence (listing)           |
+| P jobs:FACE:OWNER    | zset | the owner's jobs (or batches) by submission sequence (listing) |
 | P jobs:active        | set  | ids of jobs not yet terminal (recovery sweeps them)            |
 | P queued:OWNER       | int  | the owner's accepted lines without an outcome (per-key cap)    |
 | P idem:OWNER:KEY     | hash | Idempotency-Key -> job id and body digest (24 h)               |
@@ -145,7 +145,7 @@ class Ledger:
         seq = self.r.incr(f"{self.p}jobs:seq")
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k(job.id), mapping=job_to_hash(job) | {"updated_at": str(now()), "seq": str(seq)})
-            pipe.zadd(f"{self.p}jobs:{job.owner}", {job.id: seq})
+            pipe.zadd(f"{self.p}jobs:{job.face}:{job.owner}", {job.id: seq})
             if job.status in ACTIVE:
                 pipe.sadd(f"{self.p}jobs:active", job.id)
             pipe.execute()
@@ -160,9 +160,9 @@ class Ledger:
     def update(self, job_id: str, **fields: str) -> None:
         self.r.hset(self._k(job_id), mapping=fields)
 
-    def list_jobs(self, owner: str, *, after: str | None, limit: int) -> tuple[list[Job], bool]:
-        """The owner's jobs, newest first; `after` is the last id of the previous page."""
-        key = f"{self.p}jobs:{owner}"
+    def list_jobs(self, owner: str, face: str, *, after: str | None, limit: int) -> tuple[list[Job], bool]:
+        """The owner's jobs of one face, newest first; `after` is the last id of the previous page."""
+        key = f"{self.p}jobs:{face}:{owner}"
         top = "+inf"
         if after is not None:
             score = self.r.zscore(key, after)
