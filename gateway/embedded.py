@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -97,9 +99,11 @@ def embedded_bulk(settings: Settings) -> Iterator[None]:
     if os.environ.get("FLOWGATE_REDIS_URL") or os.environ.get("FLOWGATE_BULK", "").lower() in ("0", "off"):
         yield
         return
+    data_dir, lock = _claim(bulk_dir() / "redis")
     try:
-        redis, url = start_redis(bulk_dir() / "redis")
+        redis, url = start_redis(data_dir)
     except (FileNotFoundError, RuntimeError) as exc:
+        lock.close()
         logger.warning("bulk jobs disabled: could not start the embedded Redis (%s); set FLOWGATE_REDIS_URL", exc)
         yield
         return
@@ -113,6 +117,24 @@ def embedded_bulk(settings: Settings) -> Iterator[None]:
     finally:
         supervisor.stop()
         _stop(redis, signal.SIGTERM, 15)  # Redis fsyncs its AOF on SIGTERM
+        lock.close()
+
+
+def _claim(data_dir: Path):
+    """The AOF directory, locked for this process: a second `flowgate serve` on the same FLOWGATE_BULK_DIR
+    (tests, benchmarks) gets a private temporary one instead of two Redis servers writing one AOF."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / ".lock", "w")  # noqa: SIM115 - held until the server stops
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return data_dir, lock
+    except OSError:
+        lock.close()
+    private = Path(tempfile.mkdtemp(prefix="flowgate-redis-"))
+    logger.warning("%s is in use by another flowgate serve; this one keeps its jobs in %s (not kept across "
+                   "restarts); set FLOWGATE_BULK_DIR to give it its own", data_dir, private)
+    lock = open(private / ".lock", "w")  # noqa: SIM115
+    return private, lock
 
 
 class WorkerSupervisor:
