@@ -162,6 +162,8 @@ def test_sigkilled_embedded_worker_is_restarted_and_the_job_finishes(http, serve
     while http.get(f"/v1/jobs/{job['id']}").json()["counts"]["completed"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    partial = http.get(f"/v1/jobs/{job['id']}/results").json()  # results so far, while the job runs
+    assert 1 <= len(partial["data"]) < 12 and partial["job_status"] == "in_progress"
     for pid in [workers[0], *_children(workers[0])]:
         os.kill(pid, signal.SIGKILL)
     job = wait_terminal(http, job["id"], timeout=300)
