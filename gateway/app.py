@@ -16,12 +16,16 @@ from gateway.auth import provide_identity
 from gateway.auth.config import AuthConfig
 from gateway.auth.middleware import AuthMiddleware
 from gateway.auth.service import Tiers
+from gateway.bulk import bulk_lifespan, provide_jobs
 from gateway.dependencies import provide_engine
 from gateway.errors import JSONBodyRequest, openai_exception_handler
 from gateway.routes.admin import AdminController
+from gateway.routes.batches import BatchesController
 from gateway.routes.chat import ChatController
 from gateway.routes.completions import CompletionsController
+from gateway.routes.files import FilesController
 from gateway.routes.health import health, ready
+from gateway.routes.jobs import JobsController
 from gateway.routes.models import ModelsController
 from gateway.routes.responses import ResponsesController
 from gateway.settings import Settings
@@ -60,14 +64,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
         route_handlers=[ChatController, CompletionsController, ResponsesController, ModelsController, health, ready,
-                        AdminController, metrics_route(EngineStatsCollector())],
+                        AdminController, metrics_route(EngineStatsCollector()),
+                        JobsController, FilesController, BatchesController],
         plugins=tracing.setup(),
-        lifespan=[tiers_lifespan, partial(engine_lifespan, settings)],
+        lifespan=[tiers_lifespan, partial(engine_lifespan, settings), bulk_lifespan],
         middleware=[RequestCounter(), AuthMiddleware()],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
             "tiered": Provide(tiered_engine, sync_to_thread=False),
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
         exception_handlers={Exception: openai_exception_handler},
         request_class=JSONBodyRequest,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from engine.cli import bench_app, models_app, quantize_app
+from gateway.jobs_cli import jobs_app
 from gateway.keys_cli import keys_app
 
 app = typer.Typer(help="flowgate: an OpenAI-compatible LLM inference service.", no_args_is_help=True)
@@ -14,6 +15,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(quantize_app, name="quantize")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 @bench_app.command("gateway")
@@ -75,3 +77,37 @@ def serve(
     from gateway.server import serve as run_server
 
     run_server(model=model, host=host, port=port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Chunks run at once (prefork processes)")] = 2,
+    engine: Annotated[str, typer.Option(help="'gateway': lines go to the live engine through "
+                                             "FLOWGATE_GATEWAY_URL at batch priority; 'local': an engine of its own")]
+    = "gateway",
+    loglevel: str = "info",
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: bulk and webhooks)")] = None,
+) -> None:
+    """Run a bulk worker against FLOWGATE_REDIS_URL (`flowgate serve` runs one itself when that is unset)."""
+    from gateway.jobs_cli import run_worker
+
+    if engine not in ("gateway", "local"):
+        raise typer.BadParameter("--engine is 'gateway' or 'local'")
+    run_worker(concurrency, engine, loglevel, queues)
+
+
+@bench_app.command("bulk")
+def bench_bulk(
+    model: str = "smollm2-135m",
+    lines: int = 512,
+    max_tokens: int = 16,
+    concurrency: Annotated[int, typer.Option(help="Concurrent online requests in the online phase")] = 64,
+    paid: Annotated[int, typer.Option(help="Paid requests timed alone")] = 20,
+    bulk_in_flight: Annotated[int, typer.Option(help="Bulk lines the worker keeps in flight")] = 8,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Bulk via the live engine (with a paid trickle), via a local-engine worker, and as online requests."""
+    from gateway.bench_bulk import run
+
+    run(model=model, num_lines=lines, max_tokens=max_tokens, concurrency=concurrency, num_paid=paid, as_json=json,
+        bulk_in_flight=bulk_in_flight)

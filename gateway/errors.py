@@ -12,6 +12,10 @@
 | body over the size limit                 | 413    | invalid_request_error |
 | ClientDisconnected (nobody reads it)     | 499    | invalid_request_error |
 | EngineOverloaded, EngineDead             | 503    | server_error          |
+| ApiError (bulk routes: 404/409/413/429/503) | its own | by status           |
+| JobConflict (Idempotency-Key reused)     | 409    | invalid_request_error |
+| QueueFull (per-key queued lines)         | 429    | rate_limit_error      |
+| Redis unreachable (bulk routes)          | 503    | server_error          |
 | anything else                            | 500    | server_error (no internals in the body) |
 """
 
@@ -29,9 +33,12 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import EngineDead, EngineOverloaded, InvalidRequest
 from gateway.schemas.errors import ErrorDetail, ErrorResponse
+from workers.jobs import JobConflict, QueueFull
 
 logger = logging.getLogger("flowgate.gateway")
 
@@ -65,6 +72,14 @@ class RateLimited(Exception):
     def __init__(self, message: str, *, headers: dict[str, str], code: str = "rate_limit_exceeded"):
         super().__init__(message)
         self.message, self.headers, self.code = message, headers, code
+
+
+class ApiError(Exception):
+    """An error a route decides on directly: its status, OpenAI code and param."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 class JSONBodyRequest(Request):
@@ -101,6 +116,16 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
             return error_response(429, exc.message, code=exc.code, headers=exc.headers)
         case EngineOverloaded() | EngineDead():
             return error_response(503, exc.message, code=exc.code, headers={"Retry-After": "1"})
+        case ApiError():
+            headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
+            return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=headers)
+        case RedisConnectionError() | RedisTimeoutError():
+            return error_response(503, "The job store is unavailable; try again shortly.", code="bulk_unavailable",
+                                  headers={"Retry-After": "5"})
+        case JobConflict():
+            return error_response(409, str(exc), code="idempotency_key_reused")
+        case QueueFull():
+            return error_response(429, str(exc), code="queued_lines_limit", headers={"Retry-After": "30"})
         case ModelNotFound():
             return error_response(404, str(exc), param="model", code="model_not_found")
         case ClientDisconnected():  # nobody reads this; nginx's code for it, and no error log

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.embedded import embedded_bulk
 from gateway.settings import Settings
 
 
 def serve(model: str | None = None, host: str | None = None, port: int | None = None) -> None:
     settings = Settings.from_env(model=model, host=host, port=port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-    )
+    with embedded_bulk(settings):
+        # Imported once the embedded Redis is up: the Celery app reads FLOWGATE_REDIS_URL when it is created.
+        from gateway.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=5,
+        )

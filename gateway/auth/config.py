@@ -67,7 +67,9 @@ class AuthConfig:
             for tier, default in DEFAULT_ADMISSION.items()
         }
         values = {
-            "redis_url": env.get("FLOWGATE_REDIS_URL") or None,
+            # The embedded Redis `flowgate serve` starts is the private job store of one process: keys stay in
+            # the file, where `flowgate keys` finds them.
+            "redis_url": None if env.get("FLOWGATE_BULK_EMBEDDED") == "1" else env.get("FLOWGATE_REDIS_URL") or None,
             "redis_prefix": env.get("FLOWGATE_REDIS_PREFIX"),
             "keys_file": Path(env["FLOWGATE_KEYS_FILE"]) if env.get("FLOWGATE_KEYS_FILE") else None,
             "admin_key": env.get("FLOWGATE_ADMIN_KEY") or None,

@@ -67,6 +67,10 @@ def server(tmp_path_factory) -> Server:
         "FLOWGATE_LOG_LEVEL": "warning",
         # Open mode (no keys) whatever keys the machine's $FLOWGATE_HOME holds; keyed servers: test_auth_*.
         "FLOWGATE_KEYS_FILE": str(log_path.parent / "keys.json"),
+        # The embedded Redis (AOF) and bulk files of this session, apart from every other test session's.
+        "FLOWGATE_BULK_DIR": str(log_path.parent / "bulk"),
+        "FLOWGATE_REDIS_URL": "",  # bulk jobs on the embedded Redis and worker `flowgate serve` starts
+        "FLOWGATE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # job webhooks may reach a receiver in the test
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
