@@ -24,6 +24,11 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU
     seed: int = 0
+    # Speculative decoding (engine.spec): draft tokens verified in one target pass; output is unchanged.
+    speculative: Literal["off", "ngram", "draft"] = "off"
+    num_speculative_tokens: int = 4  # most draft tokens per sequence and step (the adaptive policy picks fewer)
+    speculative_model: str | None = None  # draft: a local HF Llama-family dir sharing the target's tokenizer
+    speculative_max_batch: int = 8  # no drafting while more sequences than this run
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -33,6 +38,12 @@ class EngineConfig:
             raise ValueError("kv_cache_fraction must be in (0, 0.95]")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be at least 1")
+        if self.speculative not in ("off", "ngram", "draft"):
+            raise ValueError("speculative must be off, ngram or draft")
+        if self.num_speculative_tokens < 1 or self.speculative_max_batch < 1:
+            raise ValueError("num_speculative_tokens and speculative_max_batch must be at least 1")
+        if self.speculative == "draft" and not self.speculative_model:
+            raise ValueError("speculative=draft needs speculative_model (a local model directory)")
 
     @classmethod
     def from_env(cls, **overrides) -> EngineConfig:

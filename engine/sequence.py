@@ -45,6 +45,8 @@ class Sequence:
     detokenizer: IncrementalDetokenizer | None = None
     pending_logprobs: list = field(default_factory=list)
     pending_token_ids: list[int] = field(default_factory=list)
+    spec_token_ids: list[int] = field(default_factory=list)  # this step's draft tokens, after the last token
+    spec: Any = None  # engine.spec.SpecState when speculative decoding is on
 
     @property
     def num_tokens(self) -> int:
