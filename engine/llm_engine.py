@@ -62,7 +62,7 @@ class LLMEngine:
         if config.speculative != "off":
             from engine.spec import Speculator
 
-            self.speculator = Speculator.build(config, self.runner, self.sampler, self.kv)
+            self.speculator = Speculator.build(config, self.model_dir, self.runner, self.sampler, self.kv)
 
     @property
     def model_info(self) -> ModelInfo:

@@ -17,6 +17,9 @@ Emit = Callable[[Sequence, SamplerOutput, int, int], bool]
 
 
 class NgramDrafter:
+    def release_stale(self) -> None:
+        pass  # its state lives on the sequences
+
     def propose(self, seqs: list[Sequence], ks: list[int]) -> list[list[int]]:
         return [seq.spec.ngram.propose(seq.token_ids, k) for seq, k in zip(seqs, ks, strict=True)]
 
@@ -31,11 +34,11 @@ class Speculator:
         self.num_accepted_tokens = 0
 
     @classmethod
-    def build(cls, config: EngineConfig, runner, sampler: Sampler, kv: KVCacheManager) -> Speculator:
+    def build(cls, config: EngineConfig, model_dir, runner, sampler: Sampler, kv: KVCacheManager) -> Speculator:
         if config.speculative == "draft":
             from engine.spec.draft_model import DraftModelDrafter
 
-            return cls(config, sampler, kv, DraftModelDrafter(config, runner))
+            return cls(config, sampler, kv, DraftModelDrafter(config, model_dir, runner))
         return cls(config, sampler, kv, NgramDrafter())
 
     def stats(self, running: list[Sequence]) -> dict:
@@ -51,6 +54,7 @@ class Speculator:
 
     def propose(self, running: list[Sequence]) -> None:
         """Set each running sequence's draft tokens for the coming step (none for most under load)."""
+        self.drafter.release_stale()
         batch_size = len(running)
         wanted: list[tuple[Sequence, int]] = []
         for seq in running:

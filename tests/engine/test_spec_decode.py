@@ -138,3 +138,45 @@ def test_policy_backs_off_with_batch_size_and_acceptance():
     assert policy.num_draft_tokens(9, 0.99) == 0
     assert policy.num_draft_tokens(1, 0.05) == 0
     assert policy.num_draft_tokens(8, 0.6) < policy.num_draft_tokens(1, 0.6)
+
+
+def truncated_copy(model_dir, out_dir, num_layers: int):
+    """A draft model from the target's first layers (same tokenizer files): a tiny model made in the test."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.model.layers = model.model.layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    model.save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(model_dir / name, out_dir / name)
+    return out_dir
+
+
+@pytest.mark.parametrize("draft", ["same model", "one layer"])
+def test_draft_model_greedy_matches_transformers(draft, tiny_model_dir, tmp_path):
+    model_dir = tiny_model_dir("llama")
+    draft_dir = model_dir if draft == "same model" else truncated_copy(model_dir, tmp_path, 1)
+    hf = load_hf(model_dir)
+    rng = random.Random(draft)
+    prompts = [[rng.randrange(3, 512) for _ in range(rng.randint(2, 30))] for _ in range(10)]
+    engine = LLMEngine(EngineConfig(
+        model=str(model_dir), dtype="float32", block_size=8, kv_cache_bytes=_tiny_budget(hf.config, 24, 8),
+        max_num_batched_tokens=48, max_num_seqs=8, speculative="draft", speculative_model=str(draft_dir),
+        num_speculative_tokens=4,
+    ))
+    engine.eos_token_ids = set()
+    outputs = run_engine_staggered(engine, prompts, [SamplingParams(temperature=0.0, max_tokens=14)] * len(prompts))
+    refs = [hf_greedy(hf, p, 14, set()) for p in prompts]
+    compare(hf, prompts, [o.outputs[0].token_ids for o in outputs], refs)
+    stats = engine.stats()
+    if draft == "same model":
+        assert stats.spec_accepted_tokens > 0.9 * stats.spec_draft_tokens > 0
+    else:
+        assert stats.spec_draft_tokens > stats.spec_accepted_tokens
+    drafter = engine.speculator.drafter
+    engine.step()  # finished sequences leave the draft cache at the next step
+    assert not drafter._shadows and drafter.kv.pool.counts()[0] == 0  # the draft cache is empty again
