@@ -21,13 +21,14 @@ MIN_GAIN = 0.15  # a draft at position j must be accepted with at least this pro
 class AdaptivePolicy:
     max_tokens: int  # k at most
     max_batch: int  # above this many running sequences, no drafting at all
+    min_gain: float = MIN_GAIN
 
     def num_draft_tokens(self, batch_size: int, acceptance: float) -> int:
         if batch_size > self.max_batch or acceptance <= 0.0:
             return 0
         if acceptance >= 1.0:
             return self.max_tokens
-        threshold = MIN_GAIN * math.sqrt(batch_size)
+        threshold = self.min_gain * math.sqrt(batch_size)
         return max(0, min(self.max_tokens, int(math.log(threshold) / math.log(acceptance))))
 
 
