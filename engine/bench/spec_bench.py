@@ -46,7 +46,7 @@ def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int
         identical = True
         for name, prompts in workloads.items():
             for c in concurrency:
-                num_requests = max(len(prompts), c) if c > 1 else 4
+                num_requests = max(4, 2 * c) if c < 32 else c
                 batch = [prompts[i % len(prompts)] for i in range(num_requests)]
                 outputs = {}
                 for mode, engine in engines.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from engine.spec.ngram import NgramIndex
 
 DECAY = 0.9  # weight of the past in the running acceptance estimate, per verified step
-MIN_GAIN = 0.15  # a draft at position j must be accepted with at least this probability at batch size 1
+MIN_GAIN = 0.1  # a draft at position j must be accepted with at least this probability at batch size 1
 
 
 @dataclass(frozen=True)
