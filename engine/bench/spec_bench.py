@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from engine import assets
 from engine.bench import spec_workloads
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
@@ -29,18 +30,18 @@ def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int
     engines = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
-            config = EngineConfig(model=model, dtype=dtype, max_num_seqs=64, max_num_batched_tokens=1024,
-                                  speculative=mode, num_speculative_tokens=k)
-            if mode == "draft":
-                base = engines.get("off") or LLMEngine(EngineConfig(model=model, dtype=dtype))
-                config = EngineConfig(**{**config.__dict__, "speculative_model": draft_model
-                                         or str(truncated_draft(base.model_dir, Path(tmp), DRAFT_LAYERS))})
-            engines[mode] = LLMEngine(config)
+            if mode == "draft" and draft_model is None:
+                draft_model = str(truncated_draft(Path(assets.resolve(model)), Path(tmp), DRAFT_LAYERS))
+            engines[mode] = LLMEngine(EngineConfig(
+                model=model, dtype=dtype, max_num_seqs=64, max_num_batched_tokens=1024, speculative=mode,
+                num_speculative_tokens=k, speculative_model=draft_model if mode == "draft" else None))
         tokenizer = engines[modes[0]].tokenizer
         workloads = {
             "copy": [tokenizer.encode(tokenizer.apply_chat_template(m)) for m in spec_workloads.copy_heavy()],
             "chat": [tokenizer.encode(tokenizer.apply_chat_template(m)) for m in spec_workloads.chat()],
         }
+        for engine in engines.values():  # first-call costs (allocator, kernels) are nobody's
+            engine.generate([workloads["chat"][0]], SamplingParams(temperature=0.0, max_tokens=8))
         result: dict = {"dtype": str(engines[modes[0]].runner.dtype).removeprefix("torch."),
                         "num_speculative_tokens": k, "max_tokens": max_tokens}
         identical = True
@@ -92,7 +93,7 @@ def truncated_draft(model_dir: Path, out: Path, num_layers: int) -> Path:
     from safetensors.torch import load_file, save_file
 
     config = json.loads((model_dir / "config.json").read_text())
-    config["num_hidden_layers"] = num_layers
+    num_layers = config["num_hidden_layers"] = min(num_layers, config["num_hidden_layers"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config))
     tensors = {}
