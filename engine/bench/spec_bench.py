@@ -1,7 +1,7 @@
 """`flowgate bench spec`: speculative decoding off / ngram / draft on the same engine config, side by side.
 
 Each workload runs closed-loop at concurrency 1, 4 and 32 (a new request starts when one finishes), greedy;
-tok/s counts emitted tokens over wall time. Greedy output must be the same in every mode.
+tok/s counts emitted tokens over wall time, best of `rounds` with the modes interleaved. Greedy output must be the same in every mode.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CONCURRENCY = (1, 4, 32)
 DRAFT_LAYERS = 4  # the default draft model: the target's first layers (no second model ships with us)
 
 
-def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int, as_json: bool,
+def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int, as_json: bool, rounds: int = 2,
         concurrency: tuple[int, ...] = CONCURRENCY, modes: tuple[str, ...] = ("off", "ngram", "draft")) -> dict:
     engines = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,19 +49,23 @@ def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int
             for c in concurrency:
                 num_requests = max(4, 2 * c) if c < 32 else c
                 batch = [prompts[i % len(prompts)] for i in range(num_requests)]
-                outputs = {}
+                outputs, best = {}, dict.fromkeys(engines, 0.0)
+                before = {mode: engine.stats() for mode, engine in engines.items()}
+                for _ in range(rounds):  # modes interleaved, best of rounds: the machine is shared
+                    for mode, engine in engines.items():
+                        tok_s, outputs[mode] = closed_loop(engine, batch, c, max_tokens)
+                        best[mode] = max(best[mode], tok_s)
+                        identical &= outputs[mode] == outputs[modes[0]]
                 for mode, engine in engines.items():
-                    drafted, accepted = engine.stats().spec_draft_tokens, engine.stats().spec_accepted_tokens
-                    tok_s, outputs[mode] = closed_loop(engine, batch, c, max_tokens)
-                    stats = engine.stats()
                     key = f"{mode}_c{c}_{name}"
-                    result[f"tok_s_{key}"] = tok_s
+                    result[f"tok_s_{key}"] = best[mode]
                     if mode != "off":
-                        num_drafted = stats.spec_draft_tokens - drafted
-                        result[f"acceptance_{key}"] = (stats.spec_accepted_tokens - accepted) / max(num_drafted, 1)
-                        result[f"speedup_{key}"] = tok_s / result[f"tok_s_off_c{c}_{name}"]
-                        identical &= outputs[mode] == outputs["off"]
-                    console.print(f"{name} c{c} {mode}: {tok_s:.1f} tok/s")
+                        stats = engine.stats()
+                        num_drafted = stats.spec_draft_tokens - before[mode].spec_draft_tokens
+                        num_accepted = stats.spec_accepted_tokens - before[mode].spec_accepted_tokens
+                        result[f"acceptance_{key}"] = num_accepted / max(num_drafted, 1)
+                        result[f"speedup_{key}"] = best[mode] / best["off"]
+                    console.print(f"{name} c{c} {mode}: {best[mode]:.1f} tok/s")
         result["greedy_identical"] = identical
     _report(result, as_json, modes, concurrency)
     return result
