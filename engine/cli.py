@@ -93,6 +93,7 @@ def bench_spec(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
     modes: Annotated[str, typer.Option(help="Comma-separated: off,ngram,draft (off always runs)")] = "off,ngram,draft",
     rounds: Annotated[int, typer.Option(help="Rounds per cell, modes interleaved; the best counts")] = 2,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: every core)")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
 ) -> None:
     """Speculative decoding off / ngram / draft on copy-heavy and chat workloads at concurrency 1, 4, 32."""
@@ -100,4 +101,4 @@ def bench_spec(
 
     chosen = ("off", *[m for m in modes.split(",") if m in ("ngram", "draft")])
     run(model=model, max_tokens=max_tokens, draft_model=draft_model, dtype=dtype, k=num_speculative_tokens,
-        as_json=json, modes=chosen, rounds=rounds)
+        as_json=json, modes=chosen, rounds=rounds, threads=threads)

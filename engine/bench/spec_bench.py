@@ -26,6 +26,7 @@ DRAFT_LAYERS = 4  # the default draft model: the target's first layers (no secon
 
 
 def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int, as_json: bool, rounds: int = 2,
+        threads: int | None = None,
         concurrency: tuple[int, ...] = CONCURRENCY, modes: tuple[str, ...] = ("off", "ngram", "draft")) -> dict:
     engines = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +34,7 @@ def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int
             if mode == "draft" and draft_model is None:
                 draft_model = str(truncated_draft(Path(assets.resolve(model)), Path(tmp), DRAFT_LAYERS))
             engines[mode] = LLMEngine(EngineConfig(
-                model=model, dtype=dtype, max_num_seqs=64, max_num_batched_tokens=1024, speculative=mode,
+                model=model, dtype=dtype, max_num_seqs=64, max_num_batched_tokens=1024, num_threads=threads, speculative=mode,
                 num_speculative_tokens=k, speculative_model=draft_model if mode == "draft" else None))
         tokenizer = engines[modes[0]].tokenizer
         workloads = {
