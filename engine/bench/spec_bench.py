@@ -48,7 +48,7 @@ def run(model: str, max_tokens: int, draft_model: str | None, dtype: str, k: int
         identical = True
         for name, prompts in workloads.items():
             for c in concurrency:
-                num_requests = max(4, 2 * c) if c < 32 else c
+                num_requests = {1: 3, 4: 12}.get(c, c)  # c1: one of each kind
                 batch = [prompts[i % len(prompts)] for i in range(num_requests)]
                 outputs, best = {}, dict.fromkeys(engines, 0.0)
                 before = {mode: engine.stats() for mode, engine in engines.items()}

@@ -41,20 +41,24 @@ CHAT = [
 
 
 def copy_heavy() -> list[list[dict]]:
-    """Extraction to JSON, tool calls whose arguments repeat the prompt's values, code edits."""
-    prompts = []
+    """Extraction to JSON, tool calls whose arguments repeat the prompt's values, code edits: interleaved, so
+    that the first few requests (all that concurrency 1 runs) hold each kind."""
+    extraction, code = [], []
     for name, email, company, city, phone in PEOPLE:
         text = (f"Hi, this is {name} from {company} in {city}. You can reach me at {email} or call {phone}. "
                 f"We would like a quote for 40 units.")
-        prompts.append([{"role": "user", "content": (
+        extraction.append([{"role": "user", "content": (
             "Extract the contact from this message as JSON with the keys name, email, company, city and phone. "
             f"Copy the values exactly.\n\nMessage: {text}")}])
-        prompts.append([{"role": "user", "content": (
+        extraction.append([{"role": "user", "content": (
             "Call the function create_contact with the arguments name, email, company, city and phone taken "
             f"from this message. Reply with the function call as JSON only.\n\nMessage: {text}")}])
-    prompts.append([{"role": "user", "content": (
+    code.append([{"role": "user", "content": (
         f"Rename the variable subtotal to net_total in this code and return the whole code:\n\n{CODE}")}])
-    prompts.append([{"role": "user", "content": f"Add a docstring to each function and return the whole code:\n\n{CODE}"}])
+    code.append([{"role": "user", "content": f"Add a docstring to each function and return the whole code:\n\n{CODE}"}])
+    prompts = []
+    for i in range(0, len(extraction), 2):
+        prompts += [*extraction[i : i + 2], code[i // 2 % len(code)]]
     return prompts
 
 
