@@ -3,6 +3,7 @@ architectures, under preemption and chunked prefill), every sampling feature, an
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -180,3 +181,14 @@ def test_draft_model_greedy_matches_transformers(draft, tiny_model_dir, tmp_path
     drafter = engine.speculator.drafter
     engine.step()  # finished sequences leave the draft cache at the next step
     assert not drafter._shadows and drafter.kv.pool.counts()[0] == 0  # the draft cache is empty again
+
+
+def test_bench_spec_runs_every_mode(tiny_model_dir, capsys):
+    from engine.bench.spec_bench import run
+
+    result = run(model=str(tiny_model_dir("qwen2")), max_tokens=6, draft_model=None, dtype="float32", k=3,
+                 as_json=True, rounds=1, concurrency=(1, 32))
+    assert result["greedy_identical"] is True
+    assert {"speedup_ngram_c1_copy", "speedup_ngram_c32_copy", "speedup_draft_c1_chat"} <= result.keys()
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["greedy_identical"] is True
