@@ -141,8 +141,9 @@ def test_policy_backs_off_with_batch_size_and_acceptance():
     assert policy.num_draft_tokens(8, 0.6) < policy.num_draft_tokens(1, 0.6)
 
 
-def truncated_copy(model_dir, out_dir, num_layers: int):
-    """A draft model from the target's first layers (same tokenizer files): a tiny model made in the test."""
+def truncated_copy(model_dir, out_dir, num_layers: int, noise: float = 0.0):
+    """A draft model from the target's first layers, its weights perturbed (same tokenizer files): a tiny
+    model made in the test."""
     import shutil
 
     import torch
@@ -151,16 +152,20 @@ def truncated_copy(model_dir, out_dir, num_layers: int):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.model.layers = model.model.layers[:num_layers]
     model.config.num_hidden_layers = num_layers
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(noise * torch.randn_like(param))
     model.save_pretrained(out_dir)
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(model_dir / name, out_dir / name)
     return out_dir
 
 
-@pytest.mark.parametrize("draft", ["same model", "one layer"])
+@pytest.mark.parametrize("draft", ["same model", "one noisy layer"])
 def test_draft_model_greedy_matches_transformers(draft, tiny_model_dir, tmp_path):
     model_dir = tiny_model_dir("llama")
-    draft_dir = model_dir if draft == "same model" else truncated_copy(model_dir, tmp_path, 1)
+    draft_dir = model_dir if draft == "same model" else truncated_copy(model_dir, tmp_path, 1, noise=0.5)
     hf = load_hf(model_dir)
     rng = random.Random(draft)
     prompts = [[rng.randrange(3, 512) for _ in range(rng.randint(2, 30))] for _ in range(10)]
