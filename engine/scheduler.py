@@ -87,11 +87,12 @@ class Scheduler:
 
     def _num_new_with_drafts(self, seq: Sequence, budget: int) -> int:
         """A running sequence's uncomputed tokens plus as many of its draft tokens as the budget and the
-        free blocks allow; drafts that do not fit are dropped (speculation never preempts anyone)."""
+        free blocks allow; drafts that do not fit are dropped. Drafts take blocks only while a block per running
+        sequence stays free: speculation should not crowd out the others' next blocks and force a preemption."""
         num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
         drafts = seq.spec_token_ids
         del drafts[max(0, budget - num_new) :]
-        if drafts and not self.kv.allocate_slots(seq, num_new + len(drafts)):
+        if drafts and (self.kv.num_free_blocks <= len(self.running) or not self.kv.allocate_slots(seq, num_new + len(drafts))):
             drafts.clear()
         return num_new + len(drafts)
 
