@@ -89,7 +89,7 @@ def bench_spec(
     model: str = "smollm2-135m",
     max_tokens: Annotated[int, typer.Option(help="Output tokens per request at most (greedy)")] = 128,
     draft_model: Annotated[str | None, typer.Option(help="Draft model dir (default: the target's first 4 layers)")] = None,
-    num_speculative_tokens: Annotated[int, typer.Option(help="k, most draft tokens per step")] = 5,
+    num_speculative_tokens: Annotated[int, typer.Option(help="k, most draft tokens per step")] = 8,
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
     modes: Annotated[str, typer.Option(help="Comma-separated: off,ngram,draft (off always runs)")] = "off,ngram,draft",
     rounds: Annotated[int, typer.Option(help="Rounds per cell, modes interleaved; the best counts")] = 2,

@@ -26,7 +26,7 @@ class EngineConfig:
     seed: int = 0
     # Speculative decoding (engine.spec): draft tokens verified in one target pass; output is unchanged.
     speculative: Literal["off", "ngram", "draft"] = "off"
-    num_speculative_tokens: int = 5  # most draft tokens per sequence and step (the adaptive policy picks fewer)
+    num_speculative_tokens: int = 8  # most draft tokens per sequence and step (the adaptive policy picks fewer)
     speculative_model: str | None = None  # draft: a local HF Llama-family dir sharing the target's tokenizer
     speculative_max_batch: int = 8  # no drafting while more sequences than this run
     extra: dict = field(default_factory=dict)
