@@ -8,7 +8,8 @@ MAX_N = 4
 
 
 class NgramIndex:
-    """One sequence's n-grams (MIN_N..MAX_N tokens; the longest that matches wins), each mapped to the end of its latest occurrence.
+    """One sequence's n-grams (MIN_N..MAX_N tokens), each mapped to the end of its latest occurrence; the
+    longest n-gram that ends the sequence and occurred before wins.
 
     Built incrementally: a sequence's token_ids only ever grow (drafts never enter them), so each call
     indexes just the new tokens. The final n-gram is indexed only once a later token follows it, so a
