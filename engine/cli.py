@@ -82,3 +82,23 @@ def quantize_awq(
     from engine.quant.awq import quantize_model
 
     quantize_model(model, out, group_size=group_size, calib_path=calib)
+
+
+@bench_app.command("spec")
+def bench_spec(
+    model: str = "smollm2-135m",
+    max_tokens: Annotated[int, typer.Option(help="Output tokens per request at most (greedy)")] = 128,
+    draft_model: Annotated[str | None, typer.Option(help="Draft model dir (default: the target's first 4 layers)")] = None,
+    num_speculative_tokens: Annotated[int, typer.Option(help="k, most draft tokens per step")] = 8,
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
+    modes: Annotated[str, typer.Option(help="Comma-separated: off,ngram,draft (off always runs)")] = "off,ngram,draft",
+    rounds: Annotated[int, typer.Option(help="Rounds per cell, modes interleaved; the best counts")] = 2,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: every core)")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+) -> None:
+    """Speculative decoding off / ngram / draft on copy-heavy and chat workloads at concurrency 1, 4, 32."""
+    from engine.bench.spec_bench import run
+
+    chosen = ("off", *[m for m in modes.split(",") if m in ("ngram", "draft")])
+    run(model=model, max_tokens=max_tokens, draft_model=draft_model, dtype=dtype, k=num_speculative_tokens,
+        as_json=json, modes=chosen, rounds=rounds, threads=threads)

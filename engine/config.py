@@ -27,6 +27,11 @@ class EngineConfig:
     priority_aging_s: float = 30.0
     num_threads: int | None = None  # torch intra-op threads on CPU
     seed: int = 0
+    # Speculative decoding (engine.spec): draft tokens verified in one target pass; output is unchanged.
+    speculative: Literal["off", "ngram", "draft"] = "off"
+    num_speculative_tokens: int = 8  # most draft tokens per sequence and step (the adaptive policy picks fewer)
+    speculative_model: str | None = None  # draft: a local HF Llama-family dir sharing the target's tokenizer
+    speculative_max_batch: int = 8  # no drafting while more sequences than this run
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -38,6 +43,12 @@ class EngineConfig:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be at least 1")
         if self.priority_aging_s < 0:
             raise ValueError("priority_aging_s must be non-negative")
+        if self.speculative not in ("off", "ngram", "draft"):
+            raise ValueError("speculative must be off, ngram or draft")
+        if self.num_speculative_tokens < 1 or self.speculative_max_batch < 1:
+            raise ValueError("num_speculative_tokens and speculative_max_batch must be at least 1")
+        if self.speculative == "draft" and not self.speculative_model:
+            raise ValueError("speculative=draft needs speculative_model (a local model directory)")
 
     @classmethod
     def from_env(cls, **overrides) -> EngineConfig:

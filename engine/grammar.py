@@ -138,6 +138,21 @@ class GrammarLogitsProcessor(LogitsProcessor):
     def is_terminated(self) -> bool:
         return self._matcher.is_terminated()
 
+    def forced_tokens(self) -> list[int]:
+        if self._matcher.is_terminated():
+            return []
+        return self._matcher.find_jump_forward_tokens()
+
+    def num_allowed(self, draft: list[int]) -> int:
+        n = 0
+        for token_id in draft:
+            if self._matcher.is_terminated() or not self._matcher.accept_token(token_id):
+                break
+            n += 1
+        if n:
+            self._matcher.rollback(n)
+        return n
+
 
 def json_schema_ebnf(schema: dict | bool, any_order: bool = False) -> str:
     """The EBNF xgrammar derives from a JSON Schema (no optional whitespace, no undeclared properties),

@@ -83,6 +83,14 @@ class KVCacheManager:
         seq.block_table.clear()
         seq.num_published_blocks = 0
 
+    def free_tail(self, seq: Sequence) -> None:
+        """Give back blocks past the computed tokens (the slots of rejected draft tokens). They were never
+        published, so they return as plain free blocks."""
+        keep = self.blocks_needed(seq.num_computed_tokens)
+        if len(seq.block_table) > keep:
+            self.pool.free(self.pool.blocks[i] for i in reversed(seq.block_table[keep:]))
+            del seq.block_table[keep:]
+
     def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> None:
         bs = self.block_size
         for i in range(len(seq.block_hashes), num_tokens // bs):

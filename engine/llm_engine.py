@@ -59,7 +59,13 @@ class LLMEngine:
         self.requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()
         self._grammar = None
+        self._step_end_ns = 0
         self._throughput: deque[tuple[float, int, int]] = deque(maxlen=256)
+        self.speculator = None
+        if config.speculative != "off":
+            from engine.spec import Speculator
+
+            self.speculator = Speculator.build(config, self.model_dir, self.runner, self.sampler, self.kv)
 
     @property
     def model_info(self) -> ModelInfo:
@@ -107,6 +113,8 @@ class LLMEngine:
                     self.scheduler.finish(seq)
 
     def step(self) -> list[RequestOutput]:
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
@@ -124,9 +132,13 @@ class LLMEngine:
         for seq, n in prefills:
             seq.events.append(("prefill", end, seq.index, n, end - start))
         self.scheduler.update_from_output(out)
-        if seqs:
-            self._append_tokens(seqs, self.sampler(logits, seqs), end)
-        self._record_throughput(out.scheduled, len(seqs))
+        self._step_end_ns = end  # the emitted tokens' first_token / finished events
+        num_rows = num_sampled = len(logits) if seqs else 0
+        if seqs and self.speculator is not None:
+            num_sampled = self.speculator.verify(logits, seqs, self._append_token)
+        elif seqs:
+            self._append_tokens(seqs, self.sampler(logits, seqs))
+        self._record_throughput(out.num_scheduled_tokens - num_rows, num_sampled)
         return self._collect_outputs({s.request_id for s in out.scheduled})  # sampled ones are scheduled too
 
     def stats(self) -> EngineStats:
@@ -143,6 +155,7 @@ class LLMEngine:
             prompt_tokens_per_s=prompt_rate,
             generation_tokens_per_s=gen_rate,
             num_preemptions=self.scheduler.num_preemptions,
+            **(self.speculator.stats(self.scheduler.running) if self.speculator is not None else {}),
         )
 
     def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams]) -> list[RequestOutput]:
@@ -221,20 +234,26 @@ class LLMEngine:
             self.tokenizer, seq.token_ids, len(prompt_ids), params.stop, params.include_stop_str_in_output)
         return seq
 
-    def _append_tokens(self, seqs: list[Sequence], sampled: SamplerOutput, now_ns: int) -> None:
+    def _append_tokens(self, seqs: list[Sequence], sampled: SamplerOutput) -> None:
         for i, (seq, token_id) in enumerate(zip(seqs, sampled.token_ids, strict=True)):
-            seq.token_ids.append(token_id)
-            seq.pending_token_ids.append(token_id)
-            if len(seq.token_ids) == seq.num_prompt_tokens + 1:
-                seq.events.append(("first_token", now_ns, seq.index, 0, 0))
-            if seq.params.logprobs is not None:
-                seq.pending_logprobs.append(self._token_logprob(sampled, i, token_id, seq.params.logprobs))
-            for processor in seq.logits_processors:
-                processor.accept(token_id)
-            self._check_stop(seq, token_id)
-            if seq.finish_reason is not None:
-                seq.events.append(("finished", now_ns, seq.index, 0, 0))
-                self.scheduler.finish(seq)
+            self._append_token(seq, sampled, i, token_id)
+
+    def _append_token(self, seq: Sequence, sampled: SamplerOutput, row: int, token_id: int) -> bool:
+        """Emit one token; returns False once the sequence has finished (and given its blocks back)."""
+        seq.token_ids.append(token_id)
+        seq.pending_token_ids.append(token_id)
+        if len(seq.token_ids) == seq.num_prompt_tokens + 1:
+            seq.events.append(("first_token", self._step_end_ns, seq.index, 0, 0))
+        if seq.params.logprobs is not None:
+            seq.pending_logprobs.append(self._token_logprob(sampled, row, token_id, seq.params.logprobs))
+        for processor in seq.logits_processors:
+            processor.accept(token_id)
+        self._check_stop(seq, token_id)
+        if seq.finish_reason is not None:
+            seq.events.append(("finished", self._step_end_ns, seq.index, 0, 0))
+            self.scheduler.finish(seq)
+            return False
+        return True
 
     def _check_stop(self, seq: Sequence, token_id: int) -> None:
         params = seq.params
@@ -293,8 +312,8 @@ class LLMEngine:
         seq.pending_token_ids, seq.pending_logprobs = [], []
         return delta
 
-    def _record_throughput(self, scheduled: dict[Sequence, int], num_sampled: int) -> None:
-        self._throughput.append((time.monotonic(), sum(scheduled.values()) - num_sampled, num_sampled))
+    def _record_throughput(self, num_prompt_tokens: int, num_generated: int) -> None:
+        self._throughput.append((time.monotonic(), num_prompt_tokens, num_generated))
 
     def _rates(self) -> tuple[float, float]:
         if len(self._throughput) < 2:

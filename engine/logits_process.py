@@ -23,3 +23,12 @@ class LogitsProcessor(ABC):
 
     def is_terminated(self) -> bool:
         return False
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens that must come next whatever the model says (speculative decoding drafts them)."""
+        return []
+
+    def num_allowed(self, draft: list[int]) -> int:
+        """How many leading tokens of a draft could be accepted in turn from the current state (which is
+        left unchanged); a speculative draft is cut there."""
+        return len(draft)

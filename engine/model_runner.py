@@ -67,18 +67,39 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, scheduled: dict[Sequence, int]) -> tuple[torch.Tensor, list[Sequence]]:
-        """Run one step; returns float32 logits [num_sampled, vocab] and the sequences they belong to."""
+        """Run one step; returns float32 logits [num_rows, vocab] and the sequences they belong to: one row
+        each, or 1 + len(spec_token_ids) consecutive rows for a sequence with draft tokens."""
         inputs = self._prepare(scheduled)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         logits = self.model.compute_logits(hidden[inputs.sample_indices])
         return logits, inputs.sample_seqs
 
     def _prepare(self, scheduled: dict[Sequence, int]) -> ModelInput:
-        decodes = [s for s, n in scheduled.items() if n == 1]
-        prefills = [(s, n) for s, n in scheduled.items() if n > 1]
+        """Decode rows first (see engine.attention), then prefill chunks.
+
+        A decoding sequence with draft tokens contributes one decode row per token (its last token, then
+        each draft), each attending to the cache up to its own position: the same kernel and numbers as
+        decoding those tokens one step at a time. Every row of such a sequence is sampled.
+        """
+        decodes = [s for s, n in scheduled.items() if n == 1 + len(s.spec_token_ids)]
+        prefills = [(s, n) for s, n in scheduled.items() if n != 1 + len(s.spec_token_ids)]
         input_ids, positions, slots, sample_indices, sample_seqs = [], [], [], [], []
+        decode_rows, decode_lens = [], []
         bs = self.block_size
-        for seq, n in [(s, 1) for s in decodes] + prefills:
+        for seq in decodes:
+            start = seq.num_computed_tokens
+            caught_up = start + 1 == seq.num_tokens  # else a one-token prefill chunk: nothing to sample
+            for pos, token in enumerate([seq.token_ids[start], *seq.spec_token_ids], start):
+                input_ids.append(token)
+                positions.append(pos)
+                slots.append(seq.block_table[pos // bs] * bs + pos % bs)
+                decode_rows.append(seq)
+                decode_lens.append(pos + 1)
+                if caught_up:
+                    sample_indices.append(len(input_ids) - 1)
+            if caught_up:
+                sample_seqs.append(seq)
+        for seq, n in prefills:
             start = seq.num_computed_tokens
             input_ids.extend(seq.token_ids[start : start + n])
             positions.extend(range(start, start + n))
@@ -89,9 +110,9 @@ class ModelRunner:
                 sample_seqs.append(seq)
         meta = AttentionMetadata(
             slot_mapping=self._tensor(slots, torch.long),
-            num_decode_tokens=len(decodes),
-            decode_block_tables=self._block_tables(decodes),
-            decode_context_lens=self._tensor([s.num_computed_tokens + 1 for s in decodes], torch.int32),
+            num_decode_tokens=len(decode_rows),
+            decode_block_tables=self._block_tables(decode_rows),
+            decode_context_lens=self._tensor(decode_lens, torch.int32),
             prefill_block_tables=self._block_tables([s for s, _ in prefills]),
             prefill_query_start_loc=self._tensor(list(itertools.accumulate((n for _, n in prefills), initial=0)), torch.int32),
             prefill_context_lens=self._tensor([s.num_computed_tokens + n for s, n in prefills], torch.int32),

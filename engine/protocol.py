@@ -144,6 +144,10 @@ class EngineStats(msgspec.Struct, kw_only=True):
     prompt_tokens_per_s: float
     generation_tokens_per_s: float
     num_preemptions: int
+    # Speculative decoding: draft tokens proposed and accepted since start; acceptance per running request.
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_acceptance_by_request: dict[str, float] = {}
 
 
 class ModelInfo(msgspec.Struct, kw_only=True):

@@ -82,7 +82,7 @@ class Scheduler:
     def _schedule_running(self, seqs: list[Sequence], out: SchedulerOutput) -> None:
         for seq in seqs:
             if seq.status is SequenceStatus.RUNNING and out.token_budget > 0:
-                num_new = min(seq.num_tokens - seq.num_computed_tokens, out.token_budget)
+                num_new = self._num_new_with_drafts(seq, out.token_budget)
                 if self._make_room(seq, num_new, out):
                     out.add(seq, num_new)
 
@@ -96,10 +96,24 @@ class Scheduler:
         return head if any(_outranks(head, s) for s in self.running) else None
 
     def update_from_output(self, out: SchedulerOutput) -> None:
-        """Advance computed counts after the model ran, and publish newly full blocks to the cache."""
+        """Advance computed counts after the model ran, and publish newly full blocks to the cache.
+
+        Draft tokens do not count yet: each becomes computed only once verification accepts it.
+        """
         for seq, num_tokens in out.scheduled.items():
-            seq.num_computed_tokens += num_tokens
+            seq.num_computed_tokens += num_tokens - len(seq.spec_token_ids)
             self.kv.cache_computed_blocks(seq)
+
+    def _num_new_with_drafts(self, seq: Sequence, budget: int) -> int:
+        """A running sequence's uncomputed tokens plus as many of its draft tokens as the budget and the
+        free blocks allow; drafts that do not fit are dropped. Drafts take blocks only while a block per running
+        sequence stays free: speculation should not crowd out the others' next blocks and force a preemption."""
+        num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+        drafts = seq.spec_token_ids
+        del drafts[max(0, budget - num_new) :]
+        if drafts and (self.kv.num_free_blocks <= len(self.running) or not self.kv.allocate_slots(seq, num_new + len(drafts))):
+            drafts.clear()
+        return num_new + len(drafts)
 
     def _make_room(self, seq: Sequence, num_new: int, out: SchedulerOutput) -> bool:
         """Allocate slots for a running sequence, preempting the least important running ones as needed."""
@@ -156,6 +170,7 @@ class Scheduler:
         self.running.remove(seq)
         self.kv.free(seq)
         seq.num_computed_tokens = 0
+        seq.spec_token_ids.clear()
         seq.num_preemptions += 1
         out.preempted.append(seq)
         self.num_preemptions += 1

@@ -49,6 +49,8 @@ class Sequence:
     pending_token_ids: list[int] = field(default_factory=list)
     # (name, monotonic ns, index, num_tokens, duration ns): EngineEvent's fields before the wall-clock shift
     events: list[tuple] = field(default_factory=list)
+    spec_token_ids: list[int] = field(default_factory=list)  # this step's draft tokens, after the last token
+    spec: Any = None  # engine.spec.SpecState when speculative decoding is on
 
     @property
     def num_tokens(self) -> int:

@@ -72,11 +72,22 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [FLOWGATE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [FLOWGATE_PORT]")] = None,
+    speculative: Annotated[
+        str | None, typer.Option(help="Speculative decoding: ngram | draft | off [FLOWGATE_SPECULATIVE]")
+    ] = None,
+    num_speculative_tokens: Annotated[
+        int | None, typer.Option(help="Most draft tokens per step [FLOWGATE_NUM_SPECULATIVE_TOKENS]")
+    ] = None,
+    speculative_model: Annotated[
+        str | None, typer.Option(help="Draft model dir for --speculative draft [FLOWGATE_SPECULATIVE_MODEL]")
+    ] = None,
 ) -> None:
     """Start the gateway and the engine (the bundled model on 127.0.0.1:8000 by default)."""
     from gateway.server import serve as run_server
 
-    run_server(model=model, host=host, port=port)
+    run_server(model=model, host=host, port=port, speculative=speculative,
+               num_speculative_tokens=num_speculative_tokens, speculative_model=speculative_model)
+
 
 
 @app.command()
