@@ -89,7 +89,6 @@ def serve(
                num_speculative_tokens=num_speculative_tokens, speculative_model=speculative_model)
 
 
-
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Chunks run at once (prefork processes)")] = 2,
