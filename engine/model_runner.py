@@ -12,8 +12,8 @@ import torch
 
 from engine.attention import AttentionMetadata
 from engine.config import EngineConfig
-from engine.models.layers import Linear, can_pack_linears
 from engine.models.loader import load_model
+from engine.quant.serving import prepare_linears, weights_dir
 from engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,8 @@ class ModelRunner:
         self.dtype = _resolve_dtype(config.dtype, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
-        self.model, self.model_config = load_model(model_dir, self.dtype, self.device)
-        if can_pack_linears(self.device, self.dtype):
-            for module in self.model.modules():
-                if isinstance(module, Linear):
-                    module.pack_for_cpu()
+        self.model, self.model_config = load_model(weights_dir(config, model_dir), self.dtype, self.device)
+        prepare_linears(self.model, config, self.device, self.dtype)
         self.block_size = config.block_size
         self.num_blocks = self._count_kv_blocks(config)
         shape = (self.num_blocks, self.block_size, self.model_config.num_key_value_heads, self.model_config.head_dim)

@@ -15,6 +15,7 @@ from torch import nn
 
 from engine.kernel_path import pick
 from engine.models.awq import awq_linear_factory
+from kernels.cpu import quant_linear as cpu_quant_linear
 from kernels.cpu import rms_norm as cpu_rms_norm
 from kernels.cpu import rotary as cpu_rotary
 from kernels.rms_norm import rms_norm, rms_norm_ref
@@ -38,8 +39,11 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.packed_weight: torch.Tensor | None = None
+        self.int8_weight: cpu_quant_linear.PackedWeight | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8_weight is not None:
+            return quantized_linear(x, self.int8_weight, self.bias)
         if self.packed_weight is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
@@ -50,6 +54,18 @@ class Linear(nn.Module):
         weight is dropped (a tied embedding keeps its own reference), so weights are not held twice."""
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
         self.weight = None
+
+    def quantize_int8(self) -> None:
+        """Weight-only int8, one scale per output channel, for the CPU kernel (fp32 activations): a quarter of
+        the bytes each decode step streams. The plain weight is dropped, as in pack_for_cpu."""
+        self.int8_weight = cpu_quant_linear.quantize_int8(self.weight)
+        self.weight = None
+
+
+def quantized_linear(x: torch.Tensor, weight: cpu_quant_linear.PackedWeight, bias: torch.Tensor | None):
+    """The C kernel where it builds (fp32 on CPU), else its torch reference."""
+    op = cpu_quant_linear.quant_linear if cpu_quant_linear.supports(x) else cpu_quant_linear.quant_linear_ref
+    return op(x, weight, bias)
 
 
 def can_pack_linears(device: torch.device, dtype: torch.dtype) -> bool:
