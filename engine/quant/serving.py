@@ -25,13 +25,21 @@ from engine.models.layers import Linear, can_pack_linears
 def weights_dir(config: EngineConfig, model_dir: Path) -> Path:
     """The directory whose weights serve `config`: the bundled model's int4 variant for int4, else model_dir."""
     if config.quantization in ("int4", "awq") and not _is_quantized(model_dir):
-        if config.model in assets.BUNDLED_MODELS:
-            return assets.pull_int4(config.model)
+        bundled = {(assets.cache_root() / "models" / alias).resolve(): alias for alias in assets.BUNDLED_MODELS}
+        if model_dir.resolve() in bundled:
+            return assets.pull_int4(bundled[model_dir.resolve()])
         raise ValueError(
             f"quantization={config.quantization} needs an int4 checkpoint; {model_dir} has dense weights "
             "(make one with `flowgate quantize awq`)"
         )
     return model_dir
+
+
+def serving_dtype(config: EngineConfig, weights: Path, device: torch.device) -> str:
+    """config.dtype, except that `auto` on the CPU is float32 for int8 and int4 weights: the kernels' dtype."""
+    if config.dtype == "auto" and device.type == "cpu" and (config.quantization == "int8" or _is_quantized(weights)):
+        return "float32"
+    return config.dtype
 
 
 def prepare_linears(model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> None:

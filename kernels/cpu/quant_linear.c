@@ -1,17 +1,16 @@
-/* Weight-only quantized linear on the CPU: y = x W^T + b with W stored as int8 (one fp32 scale per output
- * channel) or int4 (an fp32 scale and offset per output channel and group of `group_size` input channels).
+/* Weight-only quantized linear on the CPU: y = x W^T + b with W stored as int8 (an fp32 scale) or int4 (an fp32
+ * scale and offset) per output channel and group of `group_size` input channels.
  * Decode at small batch is bound by reading W, so W is read once per call, from a layout that streams:
  *
  *   packed W: [N / 64 blocks][K][64 output channels]   int8: one byte each; int4: 32 bytes per row, the
  *                                                       low nibble of byte j is channel j, the high one j + 32
- *   int8:  w[n, k] = q * scale[n]                       scale [N_pad]
- *   int4:  w[n, k] = q * scale[g, n] + offset[g, n]     scale, offset [K / group_size][N_pad], g = k / group_size
- *                                                       (AWQ: offset = -zero * scale; GGUF Q4_1: offset = min)
+ *   int8:  w[n, k] = q * scale[g, n]                    scale [K / group_size][N_pad], g = k / group_size
+ *   int4:  w[n, k] = q * scale[g, n] + offset[g, n]     offset as scale (AWQ: -zero * scale; GGUF Q4_1: min)
  *
  * Each (block of 64 channels, tile of up to 6 rows of x) keeps its 6 x 64 sums in 24 AVX-512 registers: per k,
- * the row of 64 weights is widened to fp32 once and meets each x[m, k] in one broadcast FMA. The int4 weight is
- * dequantized exactly (q * s + o is one rounding, as the torch reference's fp32 (q - z) * s or d * q + m), so
- * only the summation order differs from x @ W^T in fp32. Blocks (and row tiles) run in parallel; a block's
+ * the row of 64 weights is widened to fp32 once (q * s, or q * s + o in one rounding, as the torch reference and
+ * as AWQ's (q - z) * s or GGUF's d * q + m) and meets each x[m, k] in one broadcast FMA, so only the summation
+ * order differs from x @ W^T in fp32, and it is the same for every row whatever the batch. Blocks (and row tiles) run in parallel; a block's
  * weights stay in cache while its row tiles pass over them.
  *
  * x, y fp32 contiguous [M, K] / [M, N]; bias fp32 [N] or NULL; N_pad = N rounded up to 64 (zero padding). */
@@ -25,9 +24,10 @@
 #include <immintrin.h>
 
 /* 64 fp32 weights of row k of a block: q widened (and for int4 scaled and offset). */
-static inline void widen_int8(const int8_t *row, __m512 w[4]) {
+static inline void widen_int8(const int8_t *row, const float *scale, __m512 w[4]) {
     for (int j = 0; j < 4; j++)
-        w[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row + 16 * j))));
+        w[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row + 16 * j)))),
+                             _mm512_loadu_ps(scale + 16 * j));
 }
 
 static inline void widen_int4(const uint8_t *row, const float *scale, const float *offset, __m512 w[4]) {
@@ -47,24 +47,25 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
     __m512 acc[MT][4];
     for (int m = 0; m < MT; m++)
         for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k++) {
-        __m512 w[4];
-        if (int4) {
-            const int64_t g = (k / group_size) * N_pad + n0;
-            widen_int4(block + k * (NB / 2), scale + g, offset + g, w);
-        } else {
-            widen_int8((const int8_t *)block + k * NB, w);
-        }
-        /* rows is a loop bound the compiler cannot see: full tiles take the unrolled path */
-        if (rows == MT) {
-            for (int m = 0; m < MT; m++) {
-                const __m512 xv = _mm512_set1_ps(x[m * K + k]);
-                for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
-            }
-        } else {
-            for (int m = 0; m < rows; m++) {
-                const __m512 xv = _mm512_set1_ps(x[m * K + k]);
-                for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
+    for (int64_t g0 = 0; g0 < K; g0 += group_size) { /* by group: no division per k */
+        const float *s = scale + (g0 / group_size) * N_pad + n0, *o = int4 ? offset + (s - scale) : NULL;
+        for (int64_t k = g0; k < g0 + group_size; k++) {
+            __m512 w[4];
+            if (int4)
+                widen_int4(block + k * (NB / 2), s, o, w);
+            else
+                widen_int8((const int8_t *)block + k * NB, s, w);
+            /* rows is a loop bound the compiler cannot see: full tiles take the unrolled path */
+            if (rows == MT) {
+                for (int m = 0; m < MT; m++) {
+                    const __m512 xv = _mm512_set1_ps(x[m * K + k]);
+                    for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
+                }
+            } else {
+                for (int m = 0; m < rows; m++) {
+                    const __m512 xv = _mm512_set1_ps(x[m * K + k]);
+                    for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
+                }
             }
         }
     }
@@ -72,10 +73,8 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
         const int64_t n = n0 + 16 * j;
         if (n >= N) break;
         const __mmask16 keep = N - n >= 16 ? 0xffff : (__mmask16)((1u << (N - n)) - 1);
-        const __m512 s = int4 ? _mm512_set1_ps(1.0f) : _mm512_loadu_ps(scale + n);
         const __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias + n) : _mm512_setzero_ps();
-        for (int m = 0; m < rows; m++)
-            _mm512_mask_storeu_ps(y + m * N + n, keep, _mm512_fmadd_ps(acc[m][j], s, b));
+        for (int m = 0; m < rows; m++) _mm512_mask_storeu_ps(y + m * N + n, keep, _mm512_add_ps(acc[m][j], b));
     }
 }
 
@@ -88,16 +87,17 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < K; k++) {
         float w[NB];
+        const float *s = scale + (k / group_size) * N_pad + n0;
         if (int4) {
             const uint8_t *row = block + k * (NB / 2);
-            const int64_t g = (k / group_size) * N_pad + n0;
+            const float *o = offset + (s - scale);
             for (int j = 0; j < NB; j++) {
                 const int q = j < NB / 2 ? row[j] & 0x0f : row[j - NB / 2] >> 4;
-                w[j] = __builtin_fmaf((float)q, scale[g + j], offset[g + j]);
+                w[j] = __builtin_fmaf((float)q, s[j], o[j]);
             }
         } else {
             const int8_t *row = (const int8_t *)block + k * NB;
-            for (int j = 0; j < NB; j++) w[j] = (float)row[j];
+            for (int j = 0; j < NB; j++) w[j] = (float)row[j] * s[j];
         }
         for (int64_t m = 0; m < rows; m++) {
             const float xv = x[m * K + k];
@@ -107,12 +107,12 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
     }
     for (int64_t m = 0; m < rows; m++)
         for (int j = 0; j < NB && n0 + j < N; j++)
-            y[m * N + n0 + j] = __builtin_fmaf(acc[m][j], int4 ? 1.0f : scale[n0 + j], bias ? bias[n0 + j] : 0.0f);
+            y[m * N + n0 + j] = acc[m][j] + (bias ? bias[n0 + j] : 0.0f);
 }
 
 #endif
 
-/* scale/offset as described above (offset NULL for int8); group_size only read for int4. */
+/* scale/offset as described above (offset NULL for int8). */
 void quant_linear(const float *x, const uint8_t *packed, const float *scale, const float *offset,
                   const float *bias, float *y, int64_t M, int64_t N, int64_t K, int64_t group_size, int int4) {
     const int64_t blocks = (N + NB - 1) / NB, N_pad = blocks * NB, tiles = (M + MT - 1) / MT;

@@ -51,10 +51,11 @@ def test_builds_here():
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-def test_int8_matches_ref(shape, bias):
+@pytest.mark.parametrize("group_size", [None, 32], ids=["per-channel", "g32"])
+def test_int8_matches_ref(shape, bias, group_size):
     m, n, k = shape
     x, weight, b = _inputs(m, n, k, seed=m * n + k)
-    w = ql.quantize_int8(weight)
+    w = ql.quantize_int8(weight, group_size)
     b = b if bias else None
     _assert_close(ql.quant_linear(x, w, b), ql.quant_linear_ref(x, w, b), _bound(x, w))
 
@@ -91,6 +92,16 @@ def test_int8_quantization_error_is_per_channel_rounding():
     w = ql.quantize_int8(weight)
     step = weight.abs().amax(dim=1, keepdim=True) / 127
     assert ((ql.dequantize(w) - weight).abs() <= step / 2 * (1 + 1e-6)).all()
+
+
+def test_int8_groups_give_q8_0_weights_back():
+    """llama.cpp's Q8_0 (d = max|w| / 127 per 32 weights, fp16 d) dequantized, then quantized again: the same."""
+    gen = torch.Generator().manual_seed(8)
+    q = torch.randint(-127, 128, (96, 128), generator=gen)
+    q[:, ::32] = 127  # Q8_0 maps each group's largest magnitude to +-127
+    d = (torch.rand(96, 4, generator=gen) * 0.01).half().float()
+    weight = q.float() * d.repeat_interleave(32, dim=1)
+    assert torch.equal(ql.dequantize(ql.quantize_int8(weight, 32)), weight)
 
 
 def test_int4_dequantize_is_exact():
