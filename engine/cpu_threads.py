@@ -5,12 +5,17 @@ by its cgroup's CPU quota (docker --cpus, Kubernetes limits: cpu.max), never os.
 host's CPUs. More threads than the quota lets run at once only queue for it.
 
 Waiting: between two ops of a step, GOMP's threads spin before they sleep. Spinning keeps the next op's start
-fast (on 32 concurrent chats it served ~1.6x the tokens/s of OMP_WAIT_POLICY=PASSIVE), but GOMP's default spin
-(GOMP_SPINCOUNT 300,000 iterations, milliseconds) means that when a neighbour process holds one of the cores,
-the threads waiting at each barrier burn the rest of theirs for nothing: a request measured 4-7x slower than
-PASSIVE next to a compile at nice 15. A bounded spin keeps the fast hand-off between back-to-back ops (their
-gaps are tens of microseconds) and sleeps soon when a peer is descheduled. An idle engine sleeps either way:
-its loop blocks on its inbox, and OpenMP threads stop spinning within the spin bound.
+fast on an idle host, but GOMP's default spin (GOMP_SPINCOUNT 300,000 iterations) means that when a neighbour
+process holds one of the cores, the threads waiting at each barrier burn the rest of theirs for nothing. A
+batch-1 int8 decode step of the bundled model on this project's shared 2-core Zen 4 host (load 8-13, runs
+interleaved, median of 60 steps):
+
+    OMP_WAIT_POLICY=PASSIVE   24.5 / 25.6 ms        GOMP_SPINCOUNT=1000      22.1 / 21.9 ms
+    GOMP_SPINCOUNT=10000      245 / 257 ms          GOMP default (300,000)   391 ms
+
+So the bound is small: it still bridges the microseconds between back-to-back ops of a step and gives the core
+up as soon as a peer is descheduled. An idle engine sleeps either way: its loop blocks on its inbox, and
+OpenMP threads stop spinning within the bound.
 """
 
 from __future__ import annotations
@@ -19,9 +24,8 @@ import math
 import os
 from pathlib import Path
 
-# ~tens of microseconds of spinning on a current x86 core: covers the gap between two ops of a step.
-# Measured with `flowgate bench serve --noisy` (docs/cpu-serving.md).
-DEFAULT_SPINCOUNT = 10_000
+# A few microseconds of spinning: the gap between two ops of a step, not a descheduled peer's time slice.
+DEFAULT_SPINCOUNT = 1_000
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
