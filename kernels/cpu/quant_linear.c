@@ -41,11 +41,13 @@ static inline void widen_int4(const uint8_t *row, const float *scale, const floa
                                _mm512_loadu_ps(offset + 16 * j));
 }
 
-static void tile(const float *x, const uint8_t *block, const float *scale, const float *offset, float *y,
-                 const float *bias, int64_t rows, int64_t n0, int64_t N, int64_t N_pad, int64_t K,
-                 int64_t group_size, int int4) {
+/* Inlined with a constant `rows` (see tile below): the accumulators then live in registers. */
+static inline __attribute__((always_inline)) void tile_rows(const float *x, const uint8_t *block, const float *scale,
+                                                           const float *offset, float *y, const float *bias,
+                                                           const int rows, int64_t n0, int64_t N, int64_t N_pad,
+                                                           int64_t K, int64_t group_size, int int4) {
     __m512 acc[MT][4];
-    for (int m = 0; m < MT; m++)
+    for (int m = 0; m < rows; m++)
         for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < K; g0 += group_size) { /* by group: no division per k */
         const float *s = scale + (g0 / group_size) * N_pad + n0, *o = int4 ? offset + (s - scale) : NULL;
@@ -55,17 +57,9 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
                 widen_int4(block + k * (NB / 2), s, o, w);
             else
                 widen_int8((const int8_t *)block + k * NB, s, w);
-            /* rows is a loop bound the compiler cannot see: full tiles take the unrolled path */
-            if (rows == MT) {
-                for (int m = 0; m < MT; m++) {
-                    const __m512 xv = _mm512_set1_ps(x[m * K + k]);
-                    for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
-                }
-            } else {
-                for (int m = 0; m < rows; m++) {
-                    const __m512 xv = _mm512_set1_ps(x[m * K + k]);
-                    for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
-                }
+            for (int m = 0; m < rows; m++) {
+                const __m512 xv = _mm512_set1_ps(x[m * K + k]);
+                for (int j = 0; j < 4; j++) acc[m][j] = _mm512_fmadd_ps(xv, w[j], acc[m][j]);
             }
         }
     }
@@ -76,6 +70,21 @@ static void tile(const float *x, const uint8_t *block, const float *scale, const
         const __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias + n) : _mm512_setzero_ps();
         for (int m = 0; m < rows; m++) _mm512_mask_storeu_ps(y + m * N + n, keep, _mm512_add_ps(acc[m][j], b));
     }
+}
+
+static void tile(const float *x, const uint8_t *block, const float *scale, const float *offset, float *y,
+                 const float *bias, int64_t rows, int64_t n0, int64_t N, int64_t N_pad, int64_t K,
+                 int64_t group_size, int int4) {
+#define TILE(R) tile_rows(x, block, scale, offset, y, bias, R, n0, N, N_pad, K, group_size, int4)
+    switch (rows) {
+    case 1: TILE(1); break;
+    case 2: TILE(2); break;
+    case 3: TILE(3); break;
+    case 4: TILE(4); break;
+    case 5: TILE(5); break;
+    default: TILE(MT); break;
+    }
+#undef TILE
 }
 
 #else /* portable: the same order of operations in plain C (vectorised by the compiler where it can) */
