@@ -60,8 +60,11 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [FLOWGATE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [FLOWGATE_PORT]")] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="auto | none | int8 | int4 | awq: CPU weight format [FLOWGATE_QUANTIZATION]")
+    ] = None,
 ) -> None:
     """Start the gateway and the engine (the bundled model on 127.0.0.1:8000 by default)."""
     from gateway.server import serve as run_server
 
-    run_server(model=model, host=host, port=port)
+    run_server(model=model, host=host, port=port, quantization=quantization)

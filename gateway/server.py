@@ -8,8 +8,10 @@ from gateway.app import create_app
 from gateway.settings import Settings
 
 
-def serve(model: str | None = None, host: str | None = None, port: int | None = None) -> None:
-    settings = Settings.from_env(model=model, host=host, port=port)
+def serve(
+    model: str | None = None, host: str | None = None, port: int | None = None, quantization: str | None = None
+) -> None:
+    settings = Settings.from_env(model=model, host=host, port=port, quantization=quantization)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
