@@ -156,6 +156,8 @@ def print_models() -> None:
         pulled = path.is_dir()
         size = _human_size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file())) if pulled else ""
         description = BUNDLED_MODELS[name].description if name in BUNDLED_MODELS else ""
+        if name.removesuffix("-int4") in BUNDLED_MODELS and name.endswith("-int4"):
+            description = f"{name.removesuffix('-int4')}'s GGUF 4-bit blocks as is (--quantization int4)"
         table.add_row(name, "yes" if pulled else "no", str(path) if pulled else "", size, description)
     Console().print(table)
 
