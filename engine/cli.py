@@ -63,12 +63,14 @@ def bench_kernels(json: Annotated[bool, typer.Option("--json")] = False) -> None
 def bench_quantize(
     model: str = "smollm2-135m",
     group_size: int = 128,
+    awq: Annotated[bool, typer.Option(help="Also quantize with AWQ and round-to-nearest (minutes)")] = True,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Perplexity and weight bytes of fp32, round-to-nearest int4 and AWQ int4."""
+    """Perplexity and weight bytes of fp32, round-to-nearest int4 and AWQ int4, and of the CPU serving formats
+    (int8, the bundled model's int4 variant)."""
     from engine.bench.quantize_bench import run
 
-    run(model=model, group_size=group_size, as_json=json)
+    run(model=model, group_size=group_size, as_json=json, awq=awq)
 
 
 @quantize_app.command("awq")

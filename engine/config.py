@@ -15,6 +15,9 @@ class EngineConfig:
     served_model_name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Weights: "auto" as the checkpoint stores them (AWQ int4 detected from its config); "none" the same;
+    # "int8" per-channel int8 made at load; "int4" an AWQ checkpoint, or the bundled model's int4 variant.
+    quantization: Literal["auto", "none", "int8", "int4", "awq"] = "auto"
     block_size: int = 16
     kv_cache_bytes: int | None = None  # an absolute KV budget; wins over kv_cache_fraction
     kv_cache_fraction: float = 0.25  # of free device memory (or of RAM on CPU)
@@ -39,6 +42,8 @@ class EngineConfig:
             raise ValueError("block_size must be a positive power of two")
         if not 0.0 < self.kv_cache_fraction <= 0.95:
             raise ValueError("kv_cache_fraction must be in (0, 0.95]")
+        if self.quantization not in ("auto", "none", "int8", "int4", "awq"):
+            raise ValueError("quantization must be one of auto, none, int8, int4, awq")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be at least 1")
         if self.priority_aging_s < 0:

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 
 from engine.config import EngineConfig
+from engine.cpu_threads import available_cpus, configure_openmp
 from engine.errors import EngineError
 from engine.messages import (
     AbortRequest,
@@ -31,6 +32,7 @@ GRAMMAR_POLL_S = 0.005  # how often an idle loop looks for finished grammar comp
 
 def run_engine_core(config: EngineConfig, inbox: Connection, outbox: Connection) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_openmp(config.num_threads or available_cpus())  # before torch loads libgomp in this process
     try:
         from engine.llm_engine import LLMEngine
 

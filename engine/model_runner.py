@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import torch
 
 from engine.attention import AttentionMetadata
 from engine.config import EngineConfig
-from engine.models.layers import Linear, can_pack_linears
+from engine.cpu_threads import available_cpus
 from engine.models.loader import load_model
+from engine.quant.serving import prepare_linears, serving_dtype, weights_dir
 from engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,12 @@ class ModelInput:
 class ModelRunner:
     def __init__(self, config: EngineConfig, model_dir: Path):
         self.device = _resolve_device(config.device)
-        self.dtype = _resolve_dtype(config.dtype, self.device)
+        weights = weights_dir(config, model_dir)
+        self.dtype = _resolve_dtype(serving_dtype(config, weights, self.device), self.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
-        self.model, self.model_config = load_model(model_dir, self.dtype, self.device)
-        if can_pack_linears(self.device, self.dtype):
-            for module in self.model.modules():
-                if isinstance(module, Linear):
-                    module.pack_for_cpu()
+            torch.set_num_threads(config.num_threads or available_cpus())
+        self.model, self.model_config = load_model(weights, self.dtype, self.device)
+        prepare_linears(self.model, config, self.device, self.dtype)
         self.block_size = config.block_size
         self.num_blocks = self._count_kv_blocks(config)
         shape = (self.num_blocks, self.block_size, self.model_config.num_key_value_heads, self.model_config.head_dim)
@@ -141,11 +139,14 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bfloat16 on CUDA; float32 on CPU, where a seeded request's output then does not depend on
-    what else shares its batch (bf16 GEMMs round differently per batch shape). bfloat16 is 2-3x faster on
-    CPUs with native bf16 matmul (AVX512-BF16, AMX): opt in with dtype=bfloat16."""
+    """auto: bfloat16 on CUDA; on CPU what this CPU measures faster (engine/cpu_dtype.py): bf16 with AMX,
+    float32 where bf16 matmuls are not clearly faster (AVX512-BF16 alone, e.g. AMD Zen 4)."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16
+        from engine.cpu_dtype import cpu_auto_dtype
+
+        return cpu_auto_dtype()
     return _DTYPES[name]
 
 

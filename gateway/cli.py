@@ -67,6 +67,34 @@ def bench_tools(
         concurrency=concurrency, as_json=json)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    model: str = "smollm2-135m",
+    configs: Annotated[str, typer.Option(help="Comma-separated: fp32,bf16,int8,int4")] = "fp32,bf16,int8,int4",
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts")] = "1,8,32",
+    max_tokens: Annotated[int, typer.Option(help="Output tokens per request (ignore_eos)")] = 128,
+    rounds: Annotated[int, typer.Option(help="Requests each client sends in turn")] = 2,
+    baseline_url: Annotated[str | None, typer.Option(help="Another OpenAI-compatible server to compare")] = None,
+    baseline_model: Annotated[str | None, typer.Option(help="Model name at the baseline (default: its first)")] = None,
+    noisy: Annotated[bool, typer.Option("--noisy", help="Also measure beside a CPU-burning neighbour")] = False,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Streaming serving speed over HTTP per weight format: tok/s, TTFT and TPOT at each concurrency."""
+    from gateway.bench_serve import run
+
+    run(
+        model=model,
+        configs=[c.strip() for c in configs.split(",") if c.strip()],
+        concurrency=[int(c) for c in concurrency.split(",")],
+        max_tokens=max_tokens,
+        rounds=rounds,
+        baseline_url=baseline_url,
+        baseline_model=baseline_model,
+        noisy=noisy,
+        as_json=json,
+    )
+
+
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(help="Model alias or local Hugging Face directory")] = None,
@@ -81,12 +109,16 @@ def serve(
     speculative_model: Annotated[
         str | None, typer.Option(help="Draft model dir for --speculative draft [FLOWGATE_SPECULATIVE_MODEL]")
     ] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="auto | none | int8 | int4 | awq: CPU weight format [FLOWGATE_QUANTIZATION]")
+    ] = None,
 ) -> None:
     """Start the gateway and the engine (the bundled model on 127.0.0.1:8000 by default)."""
     from gateway.server import serve as run_server
 
     run_server(model=model, host=host, port=port, speculative=speculative,
-               num_speculative_tokens=num_speculative_tokens, speculative_model=speculative_model)
+               num_speculative_tokens=num_speculative_tokens, speculative_model=speculative_model,
+               quantization=quantization)
 
 
 @app.command()

@@ -27,6 +27,7 @@ def sampling_params(
         stop=stop_sequences(body.stop),
         logprobs=logprobs,
         guided=guided,
+        ignore_eos=body.ignore_eos,
     )
     params.validate()
     return params

@@ -27,6 +27,7 @@ async def create_completion(
     check_sampling(body)
     _reject_unsupported(body)
     prompts = _prompts(body.prompt)
+    _check_token_ids(prompts, engine.model_info.vocab_size)
     params = sampling_params(
         body, max_tokens=body.max_tokens, logprobs=body.logprobs, vocab_size=engine.model_info.vocab_size
     )
@@ -80,6 +81,13 @@ def _prompts(prompt: str | list) -> list[str | list[int]]:
         return prompt
     raise InvalidRequest("prompt must be a string, a list of strings, a list of token ids or a list of "
                          "lists of token ids", param="prompt")
+
+
+def _check_token_ids(prompts: list[str | list[int]], vocab_size: int) -> None:
+    """Here, not only in the engine: an id beyond 64 bits cannot even be sent to the engine process."""
+    for p in prompts:
+        if not isinstance(p, str) and any(not 0 <= t < vocab_size for t in p):
+            raise InvalidRequest(f"token ids must be in [0, {vocab_size})", param="prompt")
 
 
 def _echo(prompt: str | list[int], tokenizer: Tokenizer) -> str:

@@ -3,6 +3,8 @@ import os
 # Test processes share two cores with the engine and server processes they start, and run many tiny ops: a
 # spinning OpenMP team whose peer is descheduled makes each op ~10x slower, so idle threads sleep instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# dtype=auto on CPU is measured per machine (engine/cpu_dtype.py); tests pin fp32 so they do not depend on it.
+os.environ.setdefault("FLOWGATE_DTYPE", "float32")
 
 # Triton reads this when kernels are defined: on a machine without CUDA the kernels run in its interpreter.
 if not os.path.exists("/dev/nvidia0"):

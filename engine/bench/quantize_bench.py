@@ -1,4 +1,5 @@
-"""`flowgate bench quantize`: fp32 against round-to-nearest int4 and AWQ int4 on the same model.
+"""`flowgate bench quantize`: fp32 against round-to-nearest int4 and AWQ int4 on the same model, and the CPU
+serving formats (`--quantization int8`, and for a bundled model its int4 variant) as `flowgate serve` runs them.
 
 Both int4 checkpoints are written by our quantizer (same group size, same AutoAWQ format) and served through
 the engine's loader, so what is measured is what `flowgate serve` runs:
@@ -32,6 +33,7 @@ from engine.models.loader import load_model
 from engine.models.testing import prompt_logits
 from engine.protocol import SamplingParams
 from engine.quant.awq import quantize_model
+from engine.quant.serving import prepare_linears
 from engine.tokenizer import Tokenizer
 
 HELDOUT_TEXT = Path(__file__).with_name("heldout.txt")
@@ -51,9 +53,13 @@ CHAT_PROMPTS = (
 console = Console(stderr=True)
 
 
-def run(model: str, group_size: int, as_json: bool) -> dict:
+def run(model: str, group_size: int, as_json: bool, awq: bool = True) -> dict:
     source = assets.resolve(model)
     token_ids = Tokenizer.from_dir(source).encode(HELDOUT_TEXT.read_text(encoding="utf-8"))
+    serving = serving_formats(model, source, token_ids)
+    if not awq:
+        _report_serving(serving, as_json)
+        return serving
     with tempfile.TemporaryDirectory(prefix="flowgate-quantize-bench-") as tmp:
         awq = quantize_model(source, Path(tmp) / "awq", group_size=group_size, console=console)
         rtn = quantize_model(
@@ -80,13 +86,55 @@ def run(model: str, group_size: int, as_json: bool) -> dict:
             **{f"rtn_{k}": v for k, v in agreement(reference, greedy_continuations(rtn.path)).items()},
             **{f"awq_{k}": v for k, v in agreement(reference, greedy_continuations(awq.path)).items()},
         }
+    result |= serving
     _report(result, as_json)
+    if not as_json:
+        _report_serving(serving, as_json=False)
     return result
 
 
-def heldout_eval(path: Path, token_ids: list[int]) -> tuple[float, torch.Tensor]:
+def serving_formats(model: str, source: Path, token_ids: list[int]) -> dict:
+    """Perplexity, top-1 and greedy agreement of what `flowgate serve --quantization int8|int4` runs."""
+    console.print("CPU serving formats: fp32, int8, int4 ...")
+    ppl_fp32, predicted = heldout_eval(source, token_ids)
+    reference = greedy_continuations(source)
+    formats = {"int8": (source, "int8")}
+    if model in assets.BUNDLED_MODELS:
+        formats["int4"] = (assets.pull_int4(model), "int4")
+    result = {"serving_ppl_fp32": ppl_fp32}
+    for name, (path, quantization) in formats.items():
+        ppl, top1 = heldout_eval(path, token_ids, quantization)
+        result[f"serving_ppl_{name}"] = ppl
+        result[f"serving_ppl_{name}_vs_fp32"] = ppl / ppl_fp32 - 1
+        result[f"serving_{name}_top1_agreement"] = (top1 == predicted).float().mean().item()
+        greedy = greedy_continuations(path, quantization)
+        result |= {f"serving_{name}_{k}": v for k, v in agreement(reference, greedy).items()}
+    return result
+
+
+def _report_serving(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title="CPU serving formats (flowgate serve --quantization ...)")
+    for column in ("weights", "ppl", "vs fp32", "top-1", "greedy agreement"):
+        table.add_column(column, justify="left" if column == "weights" else "right")
+    table.add_row("fp32", f"{result['serving_ppl_fp32']:.3f}", "", "", "reference")
+    for name in ("int8", "int4"):
+        if f"serving_ppl_{name}" in result:
+            table.add_row(
+                name, f"{result[f'serving_ppl_{name}']:.3f}", f"{result[f'serving_ppl_{name}_vs_fp32']:+.2%}",
+                f"{result[f'serving_{name}_top1_agreement']:.1%}",
+                f"{result[f'serving_{name}_greedy_prefix_fraction']:.1%} prefix, "
+                f"{result[f'serving_{name}_greedy_exact_matches']}/{result[f'serving_{name}_greedy_prompts']} exact",
+            )
+    Console().print(table)
+
+
+def heldout_eval(path: Path, token_ids: list[int], quantization: str = "auto") -> tuple[float, torch.Tensor]:
     """(perplexity, the argmax next token at every position), teacher-forced over windows of WINDOW tokens."""
     model, _ = load_model(path, torch.float32, "cpu")
+    prepare_linears(model, EngineConfig(quantization=quantization), torch.device("cpu"), torch.float32)
     total, predicted = 0.0, []
     for start in range(0, len(token_ids) - 1, WINDOW):
         window = token_ids[start : start + WINDOW + 1]
@@ -110,8 +158,9 @@ def linear_weight_bytes(awq_dir: Path) -> dict:
     return {"weight_bytes_fp32": 4 * elements, "weight_bytes_fp16": 2 * elements, "weight_bytes_awq": awq_bytes}
 
 
-def greedy_continuations(path: Path) -> list[list[int]]:
-    engine = LLMEngine(EngineConfig(model=str(path), dtype="float32", kv_cache_bytes=64 << 20))
+def greedy_continuations(path: Path, quantization: str = "auto") -> list[list[int]]:
+    config = EngineConfig(model=str(path), dtype="float32", kv_cache_bytes=64 << 20, quantization=quantization)
+    engine = LLMEngine(config)
     prompts = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in CHAT_PROMPTS]
     params = SamplingParams(temperature=0.0, max_tokens=NUM_GREEDY_TOKENS)
     return [out.outputs[0].token_ids for out in engine.generate(prompts, params)]

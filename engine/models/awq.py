@@ -4,8 +4,9 @@
 
 Fused layers (q|k|v, gate|up) concatenate their shards' packed columns: each shard's N is a multiple of 8, so
 no int32 straddles two shards. On CUDA (or with FLOWGATE_KERNELS=triton) the Triton GEMM dequantizes in
-registers. On CPU the weight is dequantized once after loading into a dense [K, N] copy in the model dtype
-(fp32 there): CPU serving keeps the checkpoint's int4 numerics, not its memory saving.
+registers. On CPU with fp32 activations the weight is repacked once after loading for the C int4 kernel
+(kernels/cpu/quant_linear.c: offset = -zero * scale, so it multiplies by exactly the dequantized weight);
+in other dtypes (or without a C compiler) it is dequantized into a dense [K, N] copy in the model dtype.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 
 from engine.kernel_path import use_triton
-from kernels.awq_gemm import awq_dequantize_ref, awq_gemm
+from kernels.awq_gemm import _unpack_int4, awq_dequantize_ref, awq_gemm
+from kernels.cpu import build as cpu_build
+from kernels.cpu import quant_linear as cpu_quant_linear
 
 _SUPPORTED = {"bits": 4, "zero_point": True, "version": "gemm"}
 
@@ -50,10 +53,21 @@ class AWQLinear(nn.Module):
         self.dtype = torch.get_default_dtype()  # the model's: the loader builds the model under it
         self.bias = _frozen(torch.empty(out_features)) if bias else None
         self.register_buffer("dense_weight", None, persistent=False)
+        self.packed: cpu_quant_linear.PackedWeight | None = None
 
     def process_weights_after_loading(self) -> None:
-        if not self.qweight.is_cuda:
+        if self.qweight.is_cuda:
+            return
+        if self.dtype == torch.float32 and cpu_build.load("quant_linear") is not None:
+            self.packed = self.pack_for_cpu()
+        else:
             self.dense_weight = self.dequantize().to(self.dtype)
+
+    def pack_for_cpu(self) -> cpu_quant_linear.PackedWeight:
+        q = _unpack_int4(self.qweight).t()  # [N, K]
+        zeros = _unpack_int4(self.qzeros).float()  # [K // g, N]
+        scales = self.scales.float()
+        return cpu_quant_linear.pack_int4(q, scales, -zeros * scales, self.group_size)
 
     def dequantize(self) -> torch.Tensor:
         """W [K, N] in fp32 ((q - z) * s is exact there)."""
@@ -63,6 +77,8 @@ class AWQLinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         if use_triton(x):
             out = awq_gemm(flat, self.qweight, self.qzeros, self.scales, self.group_size)
+        elif self.packed is not None:
+            out = cpu_quant_linear.quant_linear(flat, self.packed)
         else:
             assert self.dense_weight is not None, "process_weights_after_loading() was not called"
             out = flat @ self.dense_weight

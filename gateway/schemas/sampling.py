@@ -37,6 +37,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     stream_options: StreamOptions | None = None
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0  # lower runs first; may only lower the key's
     service_tier: ServiceTier | None = None  # OpenAI's; never above the key's own tier
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 
     @property
     def include_usage(self) -> bool:

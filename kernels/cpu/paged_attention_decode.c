@@ -204,7 +204,11 @@ void paged_attention_decode(const void *q, const void *k_cache, const void *v_ca
     /* A sequence's KV heads on one thread, in turn: its blocks then stream through one core's caches. Unless
      * that leaves threads idle. */
     const int64_t chunk = batch >= 4 * omp_get_max_threads() ? num_kv_heads : 1;
-#pragma omp parallel
+    /* Small work (one sequence of a few hundred tokens: ~30 us) runs on this thread: waking the team costs more,
+     * and on a shared host a descheduled peer made a batch-1 call 44-253 us instead of 32. */
+    int64_t work = 0;
+    for (int64_t b = 0; b < batch; b++) work += context_lens[b];
+#pragma omp parallel if (work * num_kv_heads >= 4096)
     {
         float *scores = NULL;
         int64_t capacity = 0;
