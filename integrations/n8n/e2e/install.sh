@@ -9,8 +9,10 @@
 #   Its tarball ships include/node, so native modules build without downloading headers (npm_config_nodedir).
 # - n8n 2.41.1's `linkedom` ^0.18.13 resolves to 0.18.15, whose dependency `cssomnom` is missing from the
 #   registry: pinned to 0.18.14 with an npm override.
-# - npm 11 runs no install scripts unless allowed: sqlite3 (n8n's default database) and isolated-vm (the
-#   Code node's sandbox) need theirs; their prebuilt-binary downloads fail offline and they build from source.
+# - Install scripts: only sqlite3 (n8n's default database) and isolated-vm (the Code node's sandbox) need
+#   theirs, and npm 11 wants them in `allowScripts`. Everything installs with --ignore-scripts and then
+#   those two are rebuilt, so the others' scripts (e.g. a Kafka client that compiles librdkafka) never run.
+#   Their prebuilt-binary downloads fail without network beyond the registry, so they build from source.
 set -euo pipefail
 
 N8N_VERSION="${N8N_VERSION:-2.41.1}"
@@ -51,7 +53,7 @@ cat >"$app/package.json" <<EOF
   "allowScripts": {"sqlite3": true, "isolated-vm": true}
 }
 EOF
-(cd "$app" && npm install --no-audit --no-fund --loglevel=warn)
+(cd "$app" && npm install --no-audit --no-fund --loglevel=error --ignore-scripts && npm rebuild sqlite3 isolated-vm)
 
 "$app/node_modules/.bin/n8n" --version >&2
 # run.sh finds node and n8n through these links.

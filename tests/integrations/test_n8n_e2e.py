@@ -1,0 +1,169 @@
+"""The n8n templates, executed by a real n8n 2.41.1 against a live flowgate (opt-in: `pytest -m e2e`, or
+integrations/n8n/e2e/run.sh, which prints one line per template).
+
+n8n talks to flowgate through a recording proxy, so each test can check what went over the wire: that the
+tool's result went back to the model, what n8n sent (tools with $schema, `stream`, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import Server, _wait_ready, free_port
+from tests.integrations.n8n_harness import ROOT, N8n, RecordingProxy, install
+
+pytestmark = pytest.mark.e2e
+
+CHAT_WEBHOOK_ID = "5f0c2b1e-8a7d-4c3b-9e2f-a1b2c3d4e5f6"  # 05-streaming-chat.json's chat trigger
+
+
+@pytest.fixture(scope="module")
+def flowgate(tmp_path_factory):
+    home = tmp_path_factory.mktemp("flowgate-home")
+    log_path = home / "server.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLOWGATE_KV_CACHE_BYTES": str(96 << 20),
+        "FLOWGATE_MAX_MODEL_LEN": "2048",
+        "FLOWGATE_LOG_LEVEL": "warning",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def proxy(flowgate):
+    proxy = RecordingProxy(flowgate.url)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def n8n(proxy, tmp_path_factory):
+    n8n = N8n(install(), tmp_path_factory.mktemp("n8n-home"), extra_env={
+        "FLOWGATE_BASE_URL": proxy.url,
+        "FLOWGATE_API_KEY": "unused",  # open mode: no keys configured
+    })
+    n8n.import_all()
+    return n8n
+
+
+@pytest.fixture(scope="module")
+def n8n_server(n8n, tmp_path_factory):
+    """`n8n start` with the webhook and chat templates published (active)."""
+    for workflow_id in ("flowgate05Stream",):
+        n8n.cli("publish:workflow", f"--id={workflow_id}")
+    port = free_port()
+    process = n8n.start(port, tmp_path_factory.mktemp("n8n-start") / "n8n.log")
+    yield f"http://127.0.0.1:{port}"
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _tool_results_sent(requests: list[dict]) -> list[str]:
+    """Tool results in the requests' messages (chat completions) or input items (Responses API)."""
+    out = []
+    for r in requests:
+        body = r["json"] or {}
+        out += [m["content"] for m in body.get("messages", []) if m.get("role") == "tool"]
+        out += [i["output"] for i in body.get("input", []) if isinstance(i, dict)
+                and i.get("type") == "function_call_output"]
+    return out
+
+
+def test_01_chat_through_the_http_request_node(n8n, proxy):
+    mark = len(proxy.requests)
+    run = n8n.execute("flowgate01ChatHt")
+    assert run.error is None
+    [answer] = run.items("Answer")
+    assert answer["answer"] and answer["finish_reason"] in ("stop", "length") and answer["total_tokens"] > 0
+    [request] = proxy.since(mark, "/v1/chat/completions")
+    assert request["headers"]["authorization"] == "Bearer unused"  # the credential's expression resolved
+
+
+def _check_agent_loop(run, requests, path):
+    assert run.error is None
+    tool_runs = run.runs("Calculator") + run.runs("Weather")
+    assert tool_runs >= 1, "no tool was called"
+    [agent] = run.items("AI Agent")
+    steps = agent["intermediateSteps"]
+    assert steps and all(step["observation"] is not None for step in steps)
+    assert agent["output"]
+    # The tool's result went back to the model, which then answered.
+    assert len(requests) >= 2
+    sent = _tool_results_sent(requests)
+    assert sent and any(str(step["observation"]) in s for step in steps for s in sent), sent
+    # n8n's tools as flowgate saw them: JSON schema with $schema and additionalProperties false, strict false.
+    tools = requests[0]["json"]["tools"]
+    assert {t.get("name") or t["function"]["name"] for t in tools} == {"Calculator", "Weather"}
+
+
+def test_02_agent_with_tools_on_chat_completions(n8n, proxy):
+    mark = len(proxy.requests)
+    run = n8n.execute("flowgate02AgtCcp")
+    requests = proxy.since(mark, "/v1/chat/completions")
+    _check_agent_loop(run, requests, "/v1/chat/completions")
+    assert requests[0]["json"]["tool_choice"] == "required"  # "force tool use", first turn only
+    assert "tool_choice" not in requests[1]["json"]
+
+
+@pytest.mark.skip(reason="waits for issue 9: n8n's Responses API mode sends no tool_choice, even with "
+                         "'force tool use'; the small model needs the server's required_first_turn policy")
+def test_02_agent_with_tools_on_the_responses_api(n8n, proxy):
+    mark = len(proxy.requests)
+    run = n8n.execute("flowgate02AgtRsp")
+    _check_agent_loop(run, proxy.since(mark, "/v1/responses"), "/v1/responses")
+
+
+def test_03_structured_output_backed_by_json_schema(n8n, proxy):
+    mark = len(proxy.requests)
+    run = n8n.execute("flowgate03Struct")
+    assert run.error is None
+    [result] = run.items("Extract place")
+    place = result["output"]
+    assert set(place) == {"city", "country"} and all(isinstance(v, str) and v for v in place.values())
+    [request] = proxy.since(mark, "/v1/responses")
+    assert request["json"]["text"]["format"]["type"] == "json_schema"
+
+
+def test_05_streaming_chat_with_an_agent(n8n_server, proxy):
+    mark = len(proxy.requests)
+    start = time.monotonic()
+    chunks = []
+    with httpx.stream("POST", f"{n8n_server}/webhook/{CHAT_WEBHOOK_ID}/chat", timeout=600, json={
+            "action": "sendMessage", "sessionId": "e2e", "chatInput": "Use the calculator: what is 12 * 7?"}) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.strip():
+                chunks.append((time.monotonic() - start, json.loads(line)))
+    kinds = [c["type"] for _, c in chunks]
+    assert kinds[0] == "begin" and kinds[-1] == "end" and "item" in kinds, kinds
+    text = "".join(c.get("content", "") for _, c in chunks if c["type"] == "item")
+    assert text
+    requests = proxy.since(mark, "/v1/chat/completions")
+    assert all(r["json"]["stream"] is True for r in requests)
+    assert _tool_results_sent(requests), "the streamed tool call did not reach the tool"
