@@ -76,7 +76,13 @@ def n8n_server(n8n, tmp_path_factory):
         n8n.cli("publish:workflow", f"--id={workflow_id}")
     port = free_port()
     process = n8n.start(port, tmp_path_factory.mktemp("n8n-start") / "n8n.log")
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # Ready comes before the published workflows are activated: wait for the chat's webhook.
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/webhook/{CHAT_WEBHOOK_ID}/chat", timeout=10).status_code == 404:
+        assert time.monotonic() < deadline, "the chat trigger's webhook never registered"
+        time.sleep(1)
+    yield url
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=30)
@@ -95,6 +101,7 @@ def _tool_results_sent(requests: list[dict]) -> list[str]:
     return out
 
 
+@pytest.mark.template("01-chat-http-request")
 def test_01_chat_through_the_http_request_node(n8n, proxy):
     mark = len(proxy.requests)
     run = n8n.execute("flowgate01ChatHt")
@@ -122,6 +129,7 @@ def _check_agent_loop(run, requests, path):
     assert {t.get("name") or t["function"]["name"] for t in tools} == {"Calculator", "Weather"}
 
 
+@pytest.mark.template("02-agent-tools-chat-completions")
 def test_02_agent_with_tools_on_chat_completions(n8n, proxy):
     mark = len(proxy.requests)
     run = n8n.execute("flowgate02AgtCcp")
@@ -131,6 +139,7 @@ def test_02_agent_with_tools_on_chat_completions(n8n, proxy):
     assert "tool_choice" not in requests[1]["json"]
 
 
+@pytest.mark.template("02-agent-tools-responses")
 @pytest.mark.skip(reason="waits for issue 9: n8n's Responses API mode sends no tool_choice, even with "
                          "'force tool use'; the small model needs the server's required_first_turn policy")
 def test_02_agent_with_tools_on_the_responses_api(n8n, proxy):
@@ -139,6 +148,7 @@ def test_02_agent_with_tools_on_the_responses_api(n8n, proxy):
     _check_agent_loop(run, proxy.since(mark, "/v1/responses"), "/v1/responses")
 
 
+@pytest.mark.template("03-structured-output")
 def test_03_structured_output_backed_by_json_schema(n8n, proxy):
     mark = len(proxy.requests)
     run = n8n.execute("flowgate03Struct")
@@ -150,6 +160,7 @@ def test_03_structured_output_backed_by_json_schema(n8n, proxy):
     assert request["json"]["text"]["format"]["type"] == "json_schema"
 
 
+@pytest.mark.template("05-streaming-chat")
 def test_05_streaming_chat_with_an_agent(n8n_server, proxy):
     mark = len(proxy.requests)
     start = time.monotonic()
