@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.gateway.conftest import async_client, client, server  # noqa: F401
+from tests.gateway.conftest import async_client, client, http, server  # noqa: F401
 
 
 def pytest_configure(config):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,6 +58,9 @@ def proxy(flowgate):
     proxy = RecordingProxy(flowgate.url)
     yield proxy
     proxy.close()
+    # FLOWGATE_N8N_CAPTURE=FILE keeps what n8n sent (tests/integrations/data/n8n-requests.json comes from it).
+    if capture := os.environ.get("FLOWGATE_N8N_CAPTURE"):
+        Path(capture).write_text(json.dumps(proxy.requests, indent=1))
 
 
 @pytest.fixture(scope="module")
