@@ -24,11 +24,17 @@ PACKAGES = ("gateway", "engine", "workers", "kernels")
 PENDING_VARIABLES = {
     "FLOWGATE_REDIS_URL": "issue 10 (bulk jobs)",
     "FLOWGATE_GATEWAY_URL": "issue 10 (bulk jobs)",
+    "FLOWGATE_WORKER_API_KEY": "issue 10 (bulk jobs)",
+    "FLOWGATE_WEBHOOK_SECRET": "issue 10 (bulk jobs)",
+    "FLOWGATE_WEBHOOK_ALLOW_HOSTS": "issue 10 (bulk jobs)",
+    "FLOWGATE_TOOL_CHOICE_DEFAULT": "issue 9 (tiers)",
 }
 # Bind-mounted files that belong to a feature not yet on main.
 PENDING_MOUNTS = {
     "integrations/otel/collector.yaml": "issue 11 (observability)",
+    "integrations/otel/prometheus.yaml": "issue 11 (observability)",
     "integrations/grafana": "issue 11 (observability)",
+    "integrations/grafana/provisioning": "issue 11 (observability)",
 }
 
 _VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")

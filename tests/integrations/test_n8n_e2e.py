@@ -182,3 +182,17 @@ def test_05_streaming_chat_with_an_agent(n8n_server, proxy):
     requests = proxy.since(mark, "/v1/chat/completions")
     assert all(r["json"]["stream"] is True for r in requests)
     assert _tool_results_sent(requests), "the streamed tool call did not reach the tool"
+
+
+@pytest.mark.template("04-bulk-job-poll")
+@pytest.mark.skip(reason="waits for issue 10: POST /v1/jobs")
+def test_04_bulk_job_submit_poll_and_split(n8n, proxy):
+    mark = len(proxy.requests)
+    run = n8n.execute("flowgate04BulkPl")
+    assert run.error is None
+    answers = run.items("Answer")
+    assert sorted(a["custom_id"] for a in answers) == ["item-0", "item-1", "item-2"]
+    assert all(a["answer"] and not a["error"] for a in answers)
+    [submit] = proxy.since(mark, "/v1/jobs")
+    assert submit["headers"]["idempotency-key"] and len(submit["json"]["requests"]) == 3
+    assert run.runs("Job status") >= 1 and run.runs("Results") == 1
