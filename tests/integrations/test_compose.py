@@ -146,7 +146,7 @@ def test_dependencies_wait_for_healthchecks():
             if how["condition"] == "service_healthy":
                 assert "healthcheck" in services[dependency], f"{name} waits on {dependency}'s healthcheck"
     # Everything that can have a healthcheck has one (the collector's image has no shell to run one).
-    assert {n for n, s in services.items() if "healthcheck" not in s} <= {"worker", "otel-collector"}
+    assert {n for n, s in services.items() if "healthcheck" not in s} <= {"otel-collector"}
     for name in FLOWGATE_SERVICES[:2]:
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
 
