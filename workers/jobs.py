@@ -21,6 +21,7 @@ from workers.engine_http import line_error
 from workers.files import FileStore
 from workers.ledger import Ledger, now
 from workers.records import Face, InputLine, Job, ValidationIssue
+from workers.telemetry import record_job_state
 from workers.tracing import instrument_celery
 from workers.webhooks import schedule_delivery
 
@@ -93,6 +94,7 @@ class JobService:
             if accepted:
                 self.ledger.release_lines(owner, len(lines))
             raise
+        record_job_state("submitted" if accepted else "failed")
         if accepted:
             self.publish_chunks(job.id, range(job.num_chunks))
             if not lines:
@@ -189,7 +191,10 @@ def finalize(service: JobService, job_id: str) -> None:
         final = "failed"  # nothing succeeded: tell the n8n flow plainly
     else:
         final = "completed"
-    if ledger.transition(job_id, final, allowed=("finalizing", "cancelling")) and job.callback_url:
+    if not ledger.transition(job_id, final, allowed=("finalizing", "cancelling")):
+        return
+    record_job_state(final)
+    if job.callback_url:
         schedule_delivery(service, job_id, final)
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 
 import httpx
-from celery.signals import worker_process_init
 
 from workers import webhooks
 from workers.app import app, settings
@@ -19,7 +18,7 @@ from workers.engine_http import Transient, client, line_error, run_line
 from workers.jobs import JobService, expire, finalize
 from workers.ledger import now
 from workers.records import InputLine, Job
-from workers.tracing import instrument_celery
+from workers.telemetry import record_line, record_webhook  # also instruments each worker child process
 
 logger = logging.getLogger("flowgate.workers")
 
@@ -31,11 +30,6 @@ LOCAL = os.environ.get("FLOWGATE_WORKER_ENGINE") == "local"
 
 _service: JobService | None = None
 _local = None
-
-
-@worker_process_init.connect
-def _init_worker_process(**_) -> None:
-    instrument_celery()
 
 
 def local_engine():
@@ -118,6 +112,7 @@ async def _run_lines(svc: JobService, job: Job, lines: list[InputLine], concurre
                 logger.exception("job %s line %r failed", job.id, line.custom_id)
                 outcome = line_error(line.custom_id, "internal_error", f"{type(exc).__name__} while running the line")
             await asyncio.to_thread(svc.ledger.record, job.id, [outcome])
+            record_line(outcome.ok)
 
     async with client(svc.settings) as http:
         await asyncio.gather(*(one(http, line) for line in lines))
@@ -147,6 +142,7 @@ def deliver_webhook(self, delivery_id: str) -> None:
         status = webhooks.send(settings, delivery_id, record["url"], record["payload"])
     except webhooks.BlockedDestination as exc:
         r.hset(key, mapping={"state": "blocked", "last_error": str(exc)})
+        record_webhook(False)
         return
     except httpx.HTTPError as exc:
         status, error = None, type(exc).__name__
@@ -154,8 +150,10 @@ def deliver_webhook(self, delivery_id: str) -> None:
         error = f"HTTP {status}"
     if status is not None and 200 <= status < 300:
         r.hset(key, mapping={"state": "delivered", "delivered_at": str(now())})
+        record_webhook(True)
         return
     r.hset(key, "last_error", error)
+    record_webhook(False)
     if attempts >= settings.webhook_max_attempts:
         r.hset(key, "state", "failed")
         return
