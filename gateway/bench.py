@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 
 from engine.client import AsyncEngine
 from engine.protocol import GenerateRequest, SamplingParams
+from gateway.bench_support import free_port, wait_ready
 from gateway.chat_core import plan_chat
 from gateway.schemas.chat import ChatMessage
 from gateway.settings import Settings
@@ -63,7 +63,7 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
     try:
         clients = [httpx.AsyncClient(base_url=url, timeout=READY_TIMEOUT_S) for _, url in servers]
         for (process, _), http in zip(servers, clients, strict=True):
-            await _wait_ready(http, process)
+            await wait_ready(http, process, READY_TIMEOUT_S)
         direct = _direct_call(engine, max_tokens)
         paths = [direct] + [_http_call(http, engine.model_info.name, max_tokens) for http in clients]
         for _ in range(WARMUP_ROUNDS):
@@ -114,7 +114,7 @@ async def _measure(model: str, num_requests: int, max_tokens: int, tracing: bool
 
 
 def _serve(model: str, env: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--model", model, "--port", str(port)],
         env={**env, "FLOWGATE_LOG_LEVEL": "warning"},
@@ -153,26 +153,6 @@ async def _timed(call) -> float:
     start = time.perf_counter()
     await call()
     return time.perf_counter() - start
-
-
-async def _wait_ready(http: httpx.AsyncClient, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"flowgate serve exited with {server.returncode}")
-        try:
-            if (await http.get("/ready")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError("flowgate serve did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_ns(pid: int) -> int:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.embedded import _free_port, start_redis
+from gateway.bench_support import free_port, wait_ready
+from gateway.embedded import start_redis
 
 READY_TIMEOUT_S = 600.0
 PAID_INTERVAL_S = 0.5
@@ -35,7 +36,7 @@ def run(model: str, num_lines: int, max_tokens: int, concurrency: int, num_paid:
         bulk_in_flight: int = 8) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="flowgate-bench-bulk-"))
     redis, redis_url = start_redis(tmp / "redis")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FLOWGATE_REDIS_URL": redis_url, "FLOWGATE_BULK_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
            "FLOWGATE_BULK_DIR": str(tmp), "FLOWGATE_GATEWAY_URL": f"http://127.0.0.1:{port}",
            "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_MODEL": model,
@@ -64,7 +65,7 @@ async def _measure(url, model, num_lines, max_tokens, concurrency, num_paid, cli
               "messages": [{"role": "user", "content": f"Describe product number {i}."}]}}
              for i in range(num_lines)]
     async with httpx.AsyncClient(base_url=url, timeout=READY_TIMEOUT_S) as http:
-        await _wait_ready(http, procs[0])
+        await wait_ready(http, procs[0], READY_TIMEOUT_S)
         await _paid_ttfts(http, model, 3)  # warm up
         alone = await _paid_ttfts(http, model, num_paid)
         with_bulk: list[float] = []
@@ -142,20 +143,6 @@ async def _online(http: httpx.AsyncClient, lines: list[dict], concurrency: int) 
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-async def _wait_ready(http: httpx.AsyncClient, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"flowgate serve exited with {server.returncode}")
-        try:
-            if (await http.get("/ready", timeout=5)).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError("flowgate serve did not become ready")
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.bench_support import free_port, wait_ready
+
 PAID_PROMPT = "Name one colour of the rainbow."
 FREE_PROMPT = "Write a short poem about the sea."
 READY_TIMEOUT_S = 300.0
@@ -57,13 +59,13 @@ async def _bench(tmp: Path, model, paid_requests, flood_s, free_keys, overload, 
                                                           "tpm": 1_000_000_000}}}),
     }
     paid, free = await _create_keys(env, free_keys)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--model", model,
                                "--port", str(port)], env=env)
     limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits) as http:
-            await _wait_ready(http, server)
+            await wait_ready(http, server, READY_TIMEOUT_S)
             model_name = (await http.get("/v1/models", headers=_auth(paid))).json()["data"][0]["id"]
             for _ in range(3):  # warm up
                 await _paid_ttft(http, paid, model_name)
@@ -199,28 +201,6 @@ async def _flood(http, paid: str, free: list[str], model: str, seconds: float, r
 
     paid_ttfts, _ = await asyncio.gather(trickle(), arrivals())
     return {"paid": paid_ttfts, "served_tokens": served_tokens, "refusal_s": refusal_s, **state}
-
-
-async def _wait_ready(http: httpx.AsyncClient, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}")
-        try:
-            if (await http.get("/ready")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError("the server did not become ready")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _p99(values: list[float]) -> float:

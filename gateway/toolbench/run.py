@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from gateway.bench_support import free_port, wait_ready
 from gateway.toolbench.cases import load
 from gateway.toolbench.score import is_exact, is_valid, parse_calls
 
@@ -60,14 +61,15 @@ async def _run_all(cases, functions, model, url, max_tokens, temperature, concur
 
     server = None
     if url is None:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--model", model, "--port", str(port)],
             env={**os.environ, "FLOWGATE_LOG_LEVEL": "warning"},
         )
     try:
-        await _wait_ready(url, server)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            await wait_ready(http, server, READY_TIMEOUT_S)
         client = AsyncOpenAI(base_url=f"{url}/v1", api_key=os.environ.get("OPENAI_API_KEY", "unused"),
                              max_retries=0, timeout=600)
         served = (await client.models.list()).data[0].id
@@ -142,29 +144,6 @@ def _stats(group: list[Result]) -> dict:
 def _rate(flags) -> float | None:
     flags = list(flags)
     return round(sum(flags) / len(flags), 3) if flags else None
-
-
-async def _wait_ready(url: str, server: subprocess.Popen | None) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        while time.monotonic() < deadline:
-            if server is not None and server.poll() is not None:
-                raise RuntimeError(f"flowgate serve exited with {server.returncode}")
-            try:
-                if (await http.get("/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.5)
-    raise RuntimeError("flowgate serve did not become ready")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _print_table(summary: dict) -> None:
