@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from workers.config import WorkerSettings
-from workers.ledger import client, now
+from workers.ledger import client, now, page_top
 
 
 class StoredFile(msgspec.Struct, kw_only=True):
@@ -69,12 +69,9 @@ class FileStore:
 
     def list(self, owner: str, *, after: str | None, limit: int, purpose: str | None = None) -> tuple[list, bool]:
         key = f"{self.p}files:{owner}"
-        top = "+inf"
-        if after is not None:
-            score = self.r.zscore(key, after)
-            if score is None:
-                return [], False
-            top = f"({int(score)}"
+        top = page_top(self.r, key, after)
+        if top is None:
+            return [], False
         found: list[StoredFile] = []
         for file_id in self.r.zrevrangebyscore(key, top, "-inf"):
             meta = self.get(file_id, owner)

@@ -96,6 +96,15 @@ def client(settings: WorkerSettings, *, patient: bool = True) -> redis.Redis:
     return _clients[key]
 
 
+def page_top(r: redis.Redis, key: str, after: str | None) -> str | None:
+    """Where a newest-first page of a sorted-set index starts: everything older than `after` (an id from the
+    previous page), or all of it; None when `after` is not in the index."""
+    if after is None:
+        return "+inf"
+    score = r.zscore(key, after)
+    return None if score is None else f"({int(score)}"
+
+
 def now() -> int:
     return int(time.time())
 
@@ -163,12 +172,9 @@ class Ledger:
     def list_jobs(self, owner: str, face: str, *, after: str | None, limit: int) -> tuple[list[Job], bool]:
         """The owner's jobs of one face, newest first; `after` is the last id of the previous page."""
         key = f"{self.p}jobs:{face}:{owner}"
-        top = "+inf"
-        if after is not None:
-            score = self.r.zscore(key, after)
-            if score is None:
-                return [], False
-            top = f"({int(score)}"
+        top = page_top(self.r, key, after)
+        if top is None:
+            return [], False
         ids = self.r.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1)
         jobs = [job for job in (self.get(i) for i in ids[:limit]) if job is not None]
         return jobs, len(ids) > limit
