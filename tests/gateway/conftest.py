@@ -3,12 +3,14 @@ a short context window (so context-length errors are cheap to provoke) and a 1 M
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,6 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
-    port = free_port()
     log_path = tmp_path_factory.mktemp("gateway") / "server.log"
     env = {
         **os.environ,
@@ -72,6 +73,14 @@ def server(tmp_path_factory) -> Server:
         "FLOWGATE_REDIS_URL": "",  # bulk jobs on the embedded Redis and worker `flowgate serve` starts
         "FLOWGATE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # job webhooks may reach a receiver in the test
     }
+    with running_server(log_path, env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_server(log_path: Path, env: dict[str, str]) -> Iterator[Server]:
+    """`flowgate serve` on a free port with exactly `env`, ready; stopped (SIGINT, then SIGKILL) on exit."""
+    port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--port", str(port)],

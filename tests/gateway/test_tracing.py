@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.gateway.conftest import MODEL, ROOT, Server, _wait_ready, free_port
+from tests.gateway.conftest import MODEL, ROOT, Server, running_server
 from tests.otlp_receiver import OTLPReceiver
 
 API_KEY = "sk-flowgate-test-" + secrets.token_hex(8)
@@ -34,7 +31,6 @@ def receiver():
 
 @pytest.fixture(scope="module")
 def traced_server(receiver, tmp_path_factory):
-    port = free_port()
     log_path = tmp_path_factory.mktemp("traced") / "server.log"
     env = {
         **os.environ,
@@ -47,22 +43,8 @@ def traced_server(receiver, tmp_path_factory):
         "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from gateway.cli import app; app()", "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    try:
-        _wait_ready(server)
+    with running_server(log_path, env) as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _client(server: Server, traceparent: str | None = None):
