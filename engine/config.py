@@ -28,6 +28,9 @@ class EngineConfig:
     # Scheduler aging: a waiting request gains one priority level per this many seconds (0 disables);
     # see Sequence.sort_key for the bound it gives.
     priority_aging_s: float = 30.0
+    # Abandon a running step between layers when a request arrives that outranks everything in it (paid over
+    # free over batch): on CPU a step takes tens of milliseconds, which would otherwise sit in its TTFT.
+    interruptible_steps: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU
     seed: int = 0
     # Speculative decoding (engine.spec): draft tokens verified in one target pass; output is unchanged.

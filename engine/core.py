@@ -54,13 +54,14 @@ class EngineLoop:
         # every running request would stall for that long. One worker, so the grammar backend is built once.
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
         self._compiling: dict[str, tuple[GenerateRequest, int, Future]] = {}  # with its receipt (monotonic ns)
+        self._deferred: list = []  # messages read during a step, handled after it in arrival order
+        self._interrupt = self._outranked if engine.config.interruptible_steps else None
 
     def run(self) -> None:
         try:
             while True:
-                # Block while idle; while busy, only drain what has already arrived between steps.
-                while self.inbox.poll(self._poll_timeout()):
-                    if not self._handle(decode_to_engine(self.inbox.recv_bytes())):
+                for msg in self._messages():
+                    if not self._handle(msg):
                         return
                 self._add_compiled()
                 if self.engine.has_unfinished():
@@ -69,6 +70,26 @@ class EngineLoop:
             log.info("client went away; engine exiting")
         finally:
             self._compiler.shutdown(wait=False, cancel_futures=True)
+
+    def _messages(self):
+        """What was read during the last step, then what waits in the pipe: block while idle; while busy,
+        only drain what has already arrived between steps."""
+        deferred, self._deferred = self._deferred, []
+        yield from deferred
+        while self.inbox.poll(self._poll_timeout()):
+            yield decode_to_engine(self.inbox.recv_bytes())
+
+    def _outranked(self, priority: int) -> bool:
+        """Asked between a step's layers: read what has arrived (a grammar starts compiling at once; the rest
+        waits for the step's end) and say whether a request ready to start outranks all of the step."""
+        while self.inbox.poll(0):
+            msg = decode_to_engine(self.inbox.recv_bytes())
+            if isinstance(msg, AddRequest) and msg.request.params.guided is not None:
+                self._handle(msg)  # compiling touches no engine state
+            else:
+                self._deferred.append(msg)
+        return (any(isinstance(m, AddRequest) and m.request.priority < priority for m in self._deferred)
+                or any(f.done() and r.priority < priority for r, _, f in self._compiling.values()))
 
     def _poll_timeout(self) -> float | None:
         if self.engine.has_unfinished():
@@ -108,7 +129,7 @@ class EngineLoop:
 
     def _step(self) -> None:
         try:
-            outputs = self.engine.step()
+            outputs = self.engine.step(self._interrupt)
         except Exception:
             # Fail what was in flight rather than the process: the engine state is rebuilt per request.
             log.error("engine step failed:\n%s", traceback.format_exc())

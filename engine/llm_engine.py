@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ContextLengthExceeded, InvalidRequest
 from engine.kv_cache_manager import KVCacheManager
 from engine.logits_process import LogitsProcessor
-from engine.model_runner import ModelRunner
+from engine.model_runner import ModelRunner, StepInterrupted
 from engine.protocol import (
     CompletionOutput,
     EngineEvent,
@@ -60,6 +62,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._grammar = None
         self._step_end_ns = 0
+        self.num_interrupted_steps = 0
         self._throughput: deque[tuple[float, int, int]] = deque(maxlen=256)
         self.speculator = None
         if config.speculative != "off":
@@ -112,7 +115,13 @@ class LLMEngine:
                 if not seq.is_finished:
                     self.scheduler.finish(seq)
 
-    def step(self) -> list[RequestOutput]:
+    def step(self, interrupt: Callable[[int], bool] | None = None) -> list[RequestOutput]:
+        """Schedule and run one step; returns the outputs it produced.
+
+        `interrupt(priority)` is asked between decoder layers with the most important priority in the step;
+        True abandons the step (nothing is emitted, its new slots go back) so that a request that just arrived
+        and outranks everything in it starts now rather than after it: a CPU step takes tens of
+        milliseconds, most of a paid request's time to first token."""
         if self.speculator is not None:
             self.speculator.propose(self.scheduler.running)
         out = self.scheduler.schedule()
@@ -127,7 +136,15 @@ class LLMEngine:
         # (including the recompute after a preemption).
         prefills = [(seq, n) for seq, n in out.scheduled.items()
                     if seq.num_computed_tokens < seq.num_tokens - 1 or seq.num_tokens == seq.num_prompt_tokens]
-        logits, seqs = self.runner.execute(out.scheduled)
+        top = min(seq.priority for seq in out.scheduled)
+        try:
+            logits, seqs = self.runner.execute(out.scheduled, interrupt and functools.partial(interrupt, top))
+        except StepInterrupted:
+            for seq in out.scheduled:
+                seq.spec_token_ids.clear()
+                self.kv.free_tail(seq)
+            self.num_interrupted_steps += 1
+            return []
         end = time.monotonic_ns()
         for seq, n in prefills:
             seq.events.append(("prefill", end, seq.index, n, end - start))
@@ -155,6 +172,7 @@ class LLMEngine:
             prompt_tokens_per_s=prompt_rate,
             generation_tokens_per_s=gen_rate,
             num_preemptions=self.scheduler.num_preemptions,
+            num_interrupted_steps=self.num_interrupted_steps,
             **(self.speculator.stats(self.scheduler.running) if self.speculator is not None else {}),
         )
 

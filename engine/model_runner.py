@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from engine.quant.serving import prepare_linears, serving_dtype, weights_dir
 from engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
+
+
+class StepInterrupted(Exception):
+    """Raised between decoder layers when the step's `interrupt` check says a more important request arrived."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -49,6 +54,9 @@ class ModelRunner:
             for _ in range(self.model_config.num_hidden_layers)
         ]
         log.info("KV cache: %d blocks of %d tokens on %s", self.num_blocks, self.block_size, self.device)
+        self._interrupt: Callable[[], bool] | None = None
+        for layer in self.model.model.layers:
+            layer.register_forward_pre_hook(self._between_layers)
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -64,13 +72,26 @@ class ModelRunner:
         return num_blocks
 
     @torch.inference_mode()
-    def execute(self, scheduled: dict[Sequence, int]) -> tuple[torch.Tensor, list[Sequence]]:
+    def execute(self, scheduled: dict[Sequence, int], interrupt: Callable[[], bool] | None = None
+                ) -> tuple[torch.Tensor, list[Sequence]]:
         """Run one step; returns float32 logits [num_rows, vocab] and the sequences they belong to: one row
-        each, or 1 + len(spec_token_ids) consecutive rows for a sequence with draft tokens."""
+        each, or 1 + len(spec_token_ids) consecutive rows for a sequence with draft tokens.
+
+        `interrupt` is asked before each decoder layer; True abandons the step (StepInterrupted). The layers
+        already run wrote KV only into the step's own slots, for tokens not yet counted as computed, so the
+        step can simply be scheduled again."""
         inputs = self._prepare(scheduled)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        self._interrupt = interrupt
+        try:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        finally:
+            self._interrupt = None
         logits = self.model.compute_logits(hidden[inputs.sample_indices])
         return logits, inputs.sample_seqs
+
+    def _between_layers(self, _module, _args) -> None:
+        if self._interrupt is not None and self._interrupt():
+            raise StepInterrupted
 
     def _prepare(self, scheduled: dict[Sequence, int]) -> ModelInput:
         """Decode rows first (see engine.attention), then prefill chunks.

@@ -144,6 +144,7 @@ class EngineStats(msgspec.Struct, kw_only=True):
     prompt_tokens_per_s: float
     generation_tokens_per_s: float
     num_preemptions: int
+    num_interrupted_steps: int = 0  # steps abandoned mid-way for a request that outranked all of them
     # Speculative decoding: draft tokens proposed and accepted since start; acceptance per running request.
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0

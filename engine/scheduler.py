@@ -74,7 +74,7 @@ class Scheduler:
         yielded = [s for s in order if urgent is not None and _outranks(urgent, s)]
         self._schedule_running([s for s in order if s not in yielded], out)
         if not out.preempted:
-            self._admit_waiting(out)
+            self._admit_waiting(out, urgent)
         if yielded and urgent not in out.scheduled:  # it could not start after all: nobody yields
             self._schedule_running(yielded, out)
         return out
@@ -124,10 +124,15 @@ class Scheduler:
                 return False
         return True
 
-    def _admit_waiting(self, out: SchedulerOutput) -> None:
+    def _admit_waiting(self, out: SchedulerOutput, urgent: Sequence | None = None) -> None:
+        """Start waiting sequences in priority order while budget, seats and blocks allow; with an `urgent`
+        one, none that it outranks joins its step (they would lengthen it, as the running ones would)."""
         skipped = []
         while self.waiting and out.token_budget > 0 and len(self.running) < self.max_num_seqs:
             _, seq = heapq.heappop(self.waiting)
+            if urgent is not None and _outranks(urgent, seq):
+                skipped.append(seq)
+                break
             if seq in out.preempted or (seq.blocked_on is not None and not self._prefix_ready(seq)):
                 skipped.append(seq)
                 continue

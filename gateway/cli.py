@@ -42,12 +42,15 @@ def bench_tiers(
     free_inflight: Annotated[int, typer.Option(help="FLOWGATE_ADMIT_FREE_INFLIGHT for the server")] = 8,
     free_queue: Annotated[int, typer.Option(help="FLOWGATE_ADMIT_FREE_QUEUE for the server")] = 32,
     free_max_tokens: int = 32,
+    interruptible_steps: Annotated[bool, typer.Option(
+        help="Engine steps give way mid-step to a request that outranks them (off: the figure without)")] = True,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Paid TTFT idle vs under a free flood (>= 4x capacity), free refusals, per-key fair share."""
     from gateway.bench_tiers import run
 
-    run(model, paid_requests, flood_s, free_keys, overload, free_inflight, free_queue, free_max_tokens, json)
+    run(model, paid_requests, flood_s, free_keys, overload, free_inflight, free_queue, free_max_tokens,
+        interruptible_steps, json)
 
 
 @bench_app.command("tools")

@@ -46,6 +46,8 @@ class EngineStatsCollector:
                                 "over prompt tokens looked up", value=s.prefix_hit_rate)
         yield CounterMetricFamily("flowgate_preemptions", "Sequences preempted by the scheduler",
                                   value=s.num_preemptions)
+        yield CounterMetricFamily("flowgate_interrupted_steps", "Engine steps abandoned for a request that "
+                                  "outranked everything in them", value=s.num_interrupted_steps)
         yield GaugeMetricFamily("flowgate_prompt_throughput_tokens_per_second", "Recent prefill throughput",
                                 value=s.prompt_tokens_per_s)
         yield GaugeMetricFamily("flowgate_generation_throughput_tokens_per_second", "Recent decode throughput",

@@ -111,10 +111,12 @@ def test_a_paid_arrival_gets_a_step_without_the_free_decodes_it_outranks():
     for s in free:
         s.token_ids.append(7)  # each now decodes one token per step
     paid = seq(10, priority=0, arrival=1.0)
+    late_free = seq(11, priority=1, arrival=0.5)  # waiting too: it does not join the paid request's step
     scheduler.add(paid)
+    scheduler.add(late_free)
     out = scheduler.schedule()
     assert list(out.scheduled) == [paid]
     scheduler.update_from_output(out)
     paid.token_ids.append(7)
-    assert set(scheduler.schedule().scheduled) == {paid, *free}  # next step everyone decodes together
+    assert set(scheduler.schedule().scheduled) == {paid, *free, late_free}  # next step everyone runs together
     kv.pool.check_integrity()
