@@ -109,7 +109,7 @@ def test_a_job_is_one_trace_from_submit_through_lines_and_engine_to_the_webhook(
     assert path == explicit_url.removeprefix(hooks.url)  # the body's callback_url wins over the key's default
 
     required = {"POST /v1/jobs": 1, "job.submit": 1, "apply_async/workers.tasks.run_chunk": 1,
-                "run/workers.tasks.run_chunk": 1, "job.line": 2, "POST /v1/chat/completions": 2,
+                "run/workers.tasks.run_chunk": 1, "job.line": 2, "POST": 2, "POST /v1/chat/completions": 2,
                 f"chat {MODEL}": 2, "engine.request": 2, "engine.decode": 2,
                 "apply_async/workers.tasks.deliver_webhook": 1, "run/workers.tasks.deliver_webhook": 1,
                 "job.webhook": 1}
