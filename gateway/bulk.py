@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 
+from gateway.auth.keys import KeyRecord
+from gateway.auth.middleware import RECORD_KEY
 from gateway.errors import ApiError
 from gateway.schemas.chat import ChatCompletionRequest
 from gateway.schemas.completions import CompletionRequest
@@ -22,6 +24,7 @@ from gateway.schemas.jobs import JobErrorItem, JobErrors
 from workers.config import WorkerSettings
 from workers.jobs import JobService
 from workers.records import InputLine, Job, ValidationIssue
+from workers.webhooks import BlockedDestination, check_url
 
 logger = logging.getLogger("flowgate.gateway")
 
@@ -69,6 +72,20 @@ def provide_jobs(state: State) -> JobService:
         raise ApiError(503, "Bulk jobs are unavailable: the job store (Redis) is not reachable.",
                        code="bulk_unavailable")
     return service
+
+
+def callback_url(given: str | None, request: Request, settings: WorkerSettings) -> str | None:
+    """The body's callback_url, else the key's default (`flowgate keys set-callback-url`), checked the same
+    way: its shape here, its resolved addresses at every delivery."""
+    record: KeyRecord | None = request.scope.get(RECORD_KEY)
+    url = given if given is not None or record is None else record.callback_url
+    if url is not None:
+        try:
+            check_url(url, settings, resolve=False)
+        except BlockedDestination as exc:
+            whose = "" if given is not None else " (this key's default callback_url)"
+            raise ApiError(400, f"{exc}{whose}", param="callback_url") from exc
+    return url
 
 
 def window_seconds(window: str) -> int:

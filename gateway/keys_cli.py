@@ -40,6 +40,20 @@ def _check_tier(tier: str) -> str:
     return tier
 
 
+def _check_callback_url(url: str | None) -> str | None:
+    """As a job's own callback_url is checked (the FLOWGATE_WEBHOOK_* settings of this environment)."""
+    if url is None:
+        return None
+    from workers.config import WorkerSettings
+    from workers.webhooks import BlockedDestination, check_url
+
+    try:
+        check_url(url, WorkerSettings.from_env(), resolve=False)
+    except BlockedDestination as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return url
+
+
 @keys_app.command("create")
 def create(
     tier: Annotated[str, Tier] = "free",
@@ -52,14 +66,18 @@ def create(
     tenant: Annotated[str | None, typer.Option(help="Keys with one tenant share cached prompts")] = None,
     tool_choice_default: Annotated[ToolChoiceDefault | None, typer.Option(
         help="required_first_turn for n8n agents")] = None,
+    callback_url: Annotated[str | None, typer.Option(
+        help="Webhook for this key's jobs and batches that name no callback_url")] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a key and print its secret (shown this once; only a hash is stored)."""
     _check_tier(tier)
+    _check_callback_url(callback_url)
 
     async def work(store, config, _redis):
         key, record = mint(
             load_pepper(config.pepper_file), tier, name=name, tenant=tenant, tool_choice_default=tool_choice_default,
+            callback_url=callback_url,
             limits=Limits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
             models=models.split(",") if models else None)
         await store.put(record)
@@ -85,11 +103,11 @@ def list_keys(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("key id", "tier", "name", "enabled", "limits", "models", "tenant")
+    table = Table("key id", "tier", "name", "enabled", "limits", "models", "tenant", "callback url")
     for r in rows:
         limits = ", ".join(f"{k}={v}" for k, v in msgspec.to_builtins(r.limits).items()) or "tier defaults"
         table.add_row(r.key_id, r.tier, r.name or "", "yes" if r.enabled else "revoked", limits,
-                      ",".join(r.models) if r.models else "all", r.tenant or "")
+                      ",".join(r.models) if r.models else "all", r.tenant or "", r.callback_url or "")
     Console().print(table)
 
 
@@ -117,6 +135,14 @@ def set_tier(key_id: str, tier: str) -> None:
     """Move a key to another tier (paid | free | batch)."""
     _update(key_id, tier=_check_tier(tier))
     typer.echo(f"{key_id} is now {tier}")
+
+
+@keys_app.command("set-callback-url")
+def set_callback_url(key_id: str, url: Annotated[str | None, typer.Argument(
+        help="Omit to remove the key's default")] = None) -> None:
+    """The webhook for this key's jobs and batches that name no callback_url themselves."""
+    _update(key_id, callback_url=_check_callback_url(url))
+    typer.echo(f"{key_id}: default callback_url {url}" if url else f"{key_id}: no default callback_url")
 
 
 @keys_app.command("usage")

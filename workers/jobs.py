@@ -21,7 +21,7 @@ from workers.engine_http import line_error
 from workers.files import FileStore
 from workers.ledger import Ledger, now
 from workers.records import Face, InputLine, Job, ValidationIssue
-from workers.telemetry import record_job_state
+from workers.telemetry import current_traceparent, job_trace, record_job_state, tracer
 from workers.tracing import instrument_celery
 from workers.webhooks import schedule_delivery
 
@@ -78,27 +78,32 @@ class JobService:
                             " wait for running jobs to finish.")
         size = self.settings.chunk_size
         created = now()
-        job = Job(
-            id=job_id, face=face, owner=owner, status="queued" if accepted else "failed", endpoint=endpoint,
-            total=len(lines) if accepted else 0, chunk_size=size,
-            num_chunks=-(-len(lines) // size) if accepted else 0, created_at=created,
-            expires_at=created + window_s, completion_window=window_label, metadata=metadata or None,
-            callback_url=callback_url, input_file_id=input_file_id, errors=errors or None,
-            failed_at=None if accepted else created,
-        )
-        try:
-            self.ledger.create(job, lines if accepted else [])
-        except Exception:  # nothing was accepted: free the key and the quota for the client's retry
-            if idempotency_key is not None:
-                self.ledger.r.delete(f"{self.settings.prefix}idem:{owner}:{idempotency_key}")
+        # The job keeps this span's context: every task of the job is published in its trace.
+        with tracer().start_as_current_span("job.submit", attributes={
+            "flowgate.job.id": job_id, "flowgate.key_id": owner, "flowgate.job.endpoint": endpoint,
+            "flowgate.job.num_lines": len(lines),
+        }):
+            job = Job(
+                id=job_id, face=face, owner=owner, status="queued" if accepted else "failed", endpoint=endpoint,
+                total=len(lines) if accepted else 0, chunk_size=size,
+                num_chunks=-(-len(lines) // size) if accepted else 0, created_at=created,
+                expires_at=created + window_s, completion_window=window_label, metadata=metadata or None,
+                callback_url=callback_url, input_file_id=input_file_id, errors=errors or None,
+                failed_at=None if accepted else created, traceparent=current_traceparent(),
+            )
+            try:
+                self.ledger.create(job, lines if accepted else [])
+            except Exception:  # nothing was accepted: free the key and the quota for the client's retry
+                if idempotency_key is not None:
+                    self.ledger.r.delete(f"{self.settings.prefix}idem:{owner}:{idempotency_key}")
+                if accepted:
+                    self.ledger.release_lines(owner, len(lines))
+                raise
+            record_job_state("submitted" if accepted else "failed")
             if accepted:
-                self.ledger.release_lines(owner, len(lines))
-            raise
-        record_job_state("submitted" if accepted else "failed")
-        if accepted:
-            self.publish_chunks(job.id, range(job.num_chunks))
-            if not lines:
-                finalize(self, job.id)
+                self.publish_chunks(job.id, range(job.num_chunks))
+                if not lines:
+                    finalize(self, job.id)
         return self.ledger.get(job.id) or job
 
     def get(self, job_id: str, owner: str) -> Job | None:
@@ -140,7 +145,8 @@ class JobService:
                 finalize(self, job.id)
             elif republish_all or now() - (job.updated_at or job.created_at) >= self.settings.stall_s:
                 self.ledger.update(job.id, updated_at=str(now()))
-                self.publish_chunks(job.id, pending_chunks(self, job))
+                with job_trace(job.traceparent):
+                    self.publish_chunks(job.id, pending_chunks(self, job))
 
 
 def pending_chunks(service: JobService, job: Job) -> list[int]:

@@ -77,6 +77,12 @@ class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: list[ValidationIssue] | None = None
+    # W3C traceparent of the job's submit span: every task of the job is published in this trace.
+    traceparent: str | None = None
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.traceparent.split("-")[1] if self.traceparent else None
 
     @property
     def done(self) -> int:

@@ -18,7 +18,7 @@ from workers.engine_http import Transient, client, line_error, run_line
 from workers.jobs import JobService, expire, finalize
 from workers.ledger import now
 from workers.records import InputLine, Job
-from workers.telemetry import record_line, record_webhook  # also instruments each worker child process
+from workers.telemetry import record_line, record_webhook, tracer  # also instruments each worker child
 
 logger = logging.getLogger("flowgate.workers")
 
@@ -99,18 +99,26 @@ async def _run_lines(svc: JobService, job: Job, lines: list[InputLine], concurre
             await asyncio.to_thread(svc.ledger.started_line, job.id, line.custom_id)
             if CRASH_ON is not None and line.custom_id == CRASH_ON:
                 os._exit(70)
-            try:
-                if LOCAL:
-                    outcome = await local_engine().run_line(job.endpoint, line)
-                else:
-                    outcome = await run_line(http, job.endpoint, line)
-            except Transient:
-                await asyncio.to_thread(svc.ledger.returned_line, job.id, line.custom_id)
-                num_transient += 1
-                return
-            except Exception as exc:  # a bug on our side ends this line, not the chunk
-                logger.exception("job %s line %r failed", job.id, line.custom_id)
-                outcome = line_error(line.custom_id, "internal_error", f"{type(exc).__name__} while running the line")
+            # The line's call to the gateway is a child (the httpx instrumentation injects traceparent).
+            with tracer().start_as_current_span("job.line", attributes={
+                "flowgate.job.id": job.id, "flowgate.job.custom_id": line.custom_id,
+            }) as span:
+                try:
+                    if LOCAL:
+                        outcome = await local_engine().run_line(job.endpoint, line)
+                    else:
+                        outcome = await run_line(http, job.endpoint, line)
+                except Transient:
+                    span.set_attribute("error.type", "transient")  # no outcome: the line runs again later
+                    await asyncio.to_thread(svc.ledger.returned_line, job.id, line.custom_id)
+                    num_transient += 1
+                    return
+                except Exception as exc:  # a bug on our side ends this line, not the chunk
+                    logger.exception("job %s line %r failed", job.id, line.custom_id)
+                    outcome = line_error(line.custom_id, "internal_error",
+                                         f"{type(exc).__name__} while running the line")
+                if outcome.error is not None:
+                    span.set_attribute("error.type", outcome.error.code)
             await asyncio.to_thread(svc.ledger.record, job.id, [outcome])
             record_line(outcome.ok)
 

@@ -9,6 +9,8 @@ OTEL_* exporter settings nothing is installed and the OpenTelemetry API stays a 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from celery.signals import worker_process_init
 from prometheus_client import Counter, Gauge
@@ -89,12 +91,46 @@ def _otlp_exporter():
 
 
 def current_trace_id() -> str | None:
-    """The trace the caller is in (32 hex digits), to store on a job so its trace can be found from it;
-    None when tracing is off or nothing is being traced."""
+    """The trace the caller is in (32 hex digits); None when tracing is off or nothing is being traced."""
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def tracer():
+    """The bulk path's tracer: the OpenTelemetry API's no-op one until configure_tracing() installs the SDK."""
+    from opentelemetry import trace
+
+    return trace.get_tracer("flowgate.workers")
+
+
+def current_traceparent() -> str | None:
+    """The current span as a W3C traceparent, stored on a job so that its later tasks join its trace. The
+    W3C format whatever OTEL_PROPAGATORS says: it is read back by `job_trace`, not by another service."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def job_trace(traceparent: str | None) -> Iterator[None]:
+    """Tasks published in here join the job's trace: under the current span when that is already in the
+    job's trace (the chunk that finishes the job), else under the job's submit span (the recovery sweep, or a
+    cancel or expiry that came with another request)."""
+    if traceparent is None or traceparent.split("-")[1] == current_trace_id():
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 _instrumented = False

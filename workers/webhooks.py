@@ -11,15 +11,20 @@ import base64
 import ipaddress
 import secrets
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 import msgspec
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from standardwebhooks.webhooks import Webhook
 
 from workers.config import WorkerSettings
 from workers.ledger import now
+from workers.telemetry import job_trace, tracer
 
 MAX_RESPONSE_BYTES = 64 << 10
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -95,35 +100,59 @@ def schedule_delivery(service, job_id: str, status: str) -> None:
     key = f"{service.settings.prefix}webhook:{delivery_id}"
     if service.ledger.r.hsetnx(key, "url", job.callback_url):
         service.ledger.r.hset(key, mapping={"payload": msgspec.json.encode(event).decode(), "state": "pending"})
-        service.celery.send_task("workers.tasks.deliver_webhook", args=[delivery_id], task_id=delivery_id)
+        with job_trace(job.traceparent):
+            service.celery.send_task("workers.tasks.deliver_webhook", args=[delivery_id], task_id=delivery_id)
 
 
 def send(settings: WorkerSettings, delivery_id: str, url: str, payload: str) -> int:
     """POST once; returns the status code. Connects to the checked address, never follows redirects."""
-    addresses = check_url(url, settings)
     parts = urlsplit(url)
-    address = addresses[0]
-    netloc = f"[{address}]" if ":" in address else address
-    if parts.port:
-        netloc += f":{parts.port}"
-    pinned = parts._replace(netloc=netloc).geturl()
-    sent_at = datetime.now(UTC).replace(microsecond=0)
-    signature = Webhook(signing_secret(settings)).sign(delivery_id, sent_at, payload)
-    headers = {
-        "Host": parts.netloc.rsplit("@", 1)[-1],
-        "Content-Type": "application/json",
-        "User-Agent": "flowgate-webhooks",
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(int(sent_at.timestamp())),
-        "webhook-signature": signature,
-    }
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http, http.stream(
-        "POST", pinned, content=payload, headers=headers, extensions={"sni_hostname": parts.hostname},
-    ) as response:
-        read = 0
-        for chunk in response.iter_bytes():
-            read += len(chunk)
-            if read >= MAX_RESPONSE_BYTES:
-                break
-        return response.status_code
+    with _attempt_span(delivery_id, parts) as span:
+        addresses = check_url(url, settings)
+        address = addresses[0]
+        netloc = f"[{address}]" if ":" in address else address
+        if parts.port:
+            netloc += f":{parts.port}"
+        pinned = parts._replace(netloc=netloc).geturl()
+        sent_at = datetime.now(UTC).replace(microsecond=0)
+        signature = Webhook(signing_secret(settings)).sign(delivery_id, sent_at, payload)
+        headers = {
+            "Host": parts.netloc.rsplit("@", 1)[-1],
+            "Content-Type": "application/json",
+            "User-Agent": "flowgate-webhooks",
+            "webhook-id": delivery_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": signature,
+        }
+        with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http, http.stream(
+            "POST", pinned, content=payload, headers=headers, extensions={"sni_hostname": parts.hostname},
+        ) as response:
+            read = 0
+            for chunk in response.iter_bytes():
+                read += len(chunk)
+                if read >= MAX_RESPONSE_BYTES:
+                    break
+            span.set_attribute("http.response.status_code", response.status_code)
+            if not 200 <= response.status_code < 300:
+                span.set_attribute("error.type", str(response.status_code))
+            return response.status_code
 
+
+@contextmanager
+def _attempt_span(delivery_id: str, parts: SplitResult) -> Iterator[Span]:
+    """One delivery attempt as an HTTP client span (`job.webhook`, in the job's trace through the task's
+    headers) that names only the receiver's host. A callback URL's path or query is often the receiver's only
+    credential (n8n, Zapier), so the httpx instrumentation's span, which records `url.full`, is suppressed,
+    and an error is recorded by its type alone (exception messages may quote the URL)."""
+    attributes = {"http.request.method": "POST", "url.scheme": parts.scheme, "server.address": parts.hostname or "",
+                  "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+                  "flowgate.webhook.id": delivery_id}
+    with tracer().start_as_current_span("job.webhook", kind=SpanKind.CLIENT, attributes=attributes,
+                                        record_exception=False, set_status_on_exception=False) as span, \
+            suppress_http_instrumentation():
+        try:
+            yield span
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(StatusCode.ERROR)
+            raise

@@ -46,6 +46,7 @@ class KeyRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Prefix-cache sharing: keys with the same tenant share cached prompts (system prompts); default: none.
     tenant: str | None = None
     tool_choice_default: ToolChoiceDefault | None = None  # None: the server's FLOWGATE_TOOL_CHOICE_DEFAULT
+    callback_url: str | None = None  # webhook for this key's jobs and batches that name none themselves
 
     @property
     def identity(self) -> Identity:

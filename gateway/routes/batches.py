@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from gateway.auth import Identity
 from gateway.bulk import (
+    callback_url,
     check_size,
     error_list,
     job_not_found,
@@ -36,7 +37,8 @@ class BatchesController(Controller):
     @post(status_code=200, sync_to_thread=True, responses=ERROR_RESPONSES,
           summary="Create a batch from an uploaded JSONL file; invalid lines fail it in `validating`")
     def create(self, data: JSONBody[BatchCreate], identity: NamedDependency[Identity], jobs: NamedDependency[JobService],
-               state: State) -> Batch:
+               state: State, request: Request) -> Batch:
+        callback = callback_url(data.callback_url, request, jobs.settings)
         content = owned_file_lines(jobs, data.input_file_id, identity.key_id)
         check_size(jobs.settings, content.count(b"\n") + 1, len(content))
         lines, issues = validate_lines(parse_jsonl(content), data.endpoint, state.served_model_names,
@@ -44,7 +46,7 @@ class BatchesController(Controller):
         job = jobs.submit(
             owner=identity.key_id, face="batch", endpoint=data.endpoint, lines=lines,
             window_s=window_seconds(data.completion_window), window_label=data.completion_window,
-            metadata=data.metadata, input_file_id=data.input_file_id, errors=issues,
+            metadata=data.metadata, callback_url=callback, input_file_id=data.input_file_id, errors=issues,
         )
         return batch_object(job)
 
@@ -85,5 +87,5 @@ def batch_object(job: Job) -> Batch:
         completed_at=job.completed_at, failed_at=job.failed_at, expired_at=job.expired_at,
         cancelling_at=job.cancelling_at, cancelled_at=job.cancelled_at,
         request_counts=JobCounts(total=job.total, completed=job.completed, failed=job.failed),
-        metadata=job.metadata,
+        metadata=job.metadata, trace_id=job.trace_id,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from gateway.auth import Identity
 from gateway.bulk import (
+    callback_url,
     check_size,
     digest,
     error_list,
@@ -27,7 +28,6 @@ from gateway.routes.errors import ERROR_RESPONSES
 from gateway.schemas.jobs import JobCounts, JobCreate, JobList, JobObject, ResultLine, ResultPage
 from workers.jobs import JobService
 from workers.records import Job
-from workers.webhooks import BlockedDestination, check_url
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 
@@ -40,15 +40,12 @@ class JobsController(Controller):
           summary="Submit a bulk job (inline `requests` or an uploaded `input_file_id`); 202 with its Location")
     def create(
         self, data: JSONBody[JobCreate], identity: NamedDependency[Identity], jobs: NamedDependency[JobService], state: State,
+        request: Request,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=256)] = None,
     ) -> Response[JobObject]:
         if (data.requests is None) == (data.input_file_id is None):
             raise ApiError(400, "Give exactly one of `requests` and `input_file_id`.", param="requests")
-        if data.callback_url is not None:
-            try:
-                check_url(data.callback_url, jobs.settings, resolve=False)
-            except BlockedDestination as exc:
-                raise ApiError(400, str(exc), param="callback_url") from exc
+        callback = callback_url(data.callback_url, request, jobs.settings)
         if data.requests is not None:
             check_size(jobs.settings, len(data.requests), len(msgspec.json.encode(data.requests)))
             items = ((n, msgspec.to_builtins(line)) for n, line in enumerate(data.requests, start=1))
@@ -66,7 +63,7 @@ class JobsController(Controller):
         job = jobs.submit(
             owner=identity.key_id, face="job", endpoint=data.endpoint, lines=lines,
             window_s=window_seconds(data.completion_window), window_label=data.completion_window,
-            metadata=data.metadata, callback_url=data.callback_url, input_file_id=data.input_file_id,
+            metadata=data.metadata, callback_url=callback, input_file_id=data.input_file_id,
             idempotency_key=idempotency_key, digest=digest(msgspec.to_builtins(data)),
         )
         return Response(job_object(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -123,4 +120,5 @@ def job_object(job: Job) -> JobObject:
         cancelled_at=job.cancelled_at, expired_at=job.expired_at, completion_window=job.completion_window,
         metadata=job.metadata, callback_url=job.callback_url, input_file_id=job.input_file_id,
         errors=error_list(job.errors), results_url=f"/v1/jobs/{job.id}/results",
+        trace_id=job.trace_id,
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from gateway.schemas.jobs import BulkEndpoint, JobCounts, JobErrors, Metadata
 
@@ -18,6 +19,8 @@ class BatchCreate(msgspec.Struct, kw_only=True):
     endpoint: BulkEndpoint
     completion_window: Literal["24h"] = "24h"
     metadata: Metadata | None = None
+    # flowgate's (`extra_body` in OpenAI's SDKs): a signed webhook when the batch ends; default: the key's.
+    callback_url: Annotated[str, Meta(max_length=2048)] | None = None
 
 
 class Batch(msgspec.Struct, kw_only=True):
@@ -41,6 +44,7 @@ class Batch(msgspec.Struct, kw_only=True):
     cancelled_at: int | None
     request_counts: JobCounts
     metadata: dict[str, str] | None
+    trace_id: str | None  # flowgate's: the batch's trace when tracing is on (SDKs keep unknown fields)
 
 
 class BatchList(msgspec.Struct, kw_only=True):

@@ -68,6 +68,7 @@ class JobObject(msgspec.Struct, kw_only=True):
     input_file_id: str | None
     errors: JobErrors | None
     results_url: str
+    trace_id: str | None  # the job's trace (32 hex digits) when tracing is on: submit, chunks, lines, webhook
 
 
 class ResultLine(msgspec.Struct, kw_only=True):
