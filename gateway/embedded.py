@@ -7,6 +7,7 @@ processes (any number, any hosts) do the work.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import fcntl
@@ -110,6 +111,7 @@ def embedded_bulk(settings: Settings) -> Iterator[None]:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     os.environ["FLOWGATE_REDIS_URL"] = url
     os.environ["FLOWGATE_BULK_EMBEDDED"] = "1"
+    os.environ.setdefault("FLOWGATE_WORKER_API_KEY", _worker_key())  # its lines pass authentication when it is on
     os.environ.setdefault("FLOWGATE_GATEWAY_URL", f"http://{host}:{settings.port}")
     supervisor = WorkerSupervisor(int(os.environ.get("FLOWGATE_WORKER_CONCURRENCY", "1")))
     try:
@@ -118,6 +120,15 @@ def embedded_bulk(settings: Settings) -> Iterator[None]:
         supervisor.stop()
         _stop(redis, signal.SIGTERM, 15)  # Redis fsyncs its AOF on SIGTERM
         lock.close()
+
+
+def _worker_key() -> str:
+    from gateway.auth.config import AuthConfig
+    from gateway.auth.keys import load_pepper
+    from gateway.auth.store import FileKeyStore, enroll_embedded_worker
+
+    config = AuthConfig.from_env()  # embedded: keys are in the file store
+    return asyncio.run(enroll_embedded_worker(FileKeyStore(config.keys_file), load_pepper(config.pepper_file)))
 
 
 def _claim(data_dir: Path):

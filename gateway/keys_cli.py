@@ -12,6 +12,7 @@ import typer
 
 from gateway.auth.config import AuthConfig
 from gateway.auth.keys import KeyRecord, Limits, ToolChoiceDefault, load_pepper, mint
+from gateway.auth.store import FileKeyStore, enroll_embedded_worker
 
 keys_app = typer.Typer(help="API keys: create, list, revoke, change tier, read usage.", no_args_is_help=True)
 Tier = typer.Option(help="paid | free | batch")
@@ -75,12 +76,15 @@ def create(
     _check_callback_url(callback_url)
 
     async def work(store, config, _redis):
+        pepper = load_pepper(config.pepper_file)
         key, record = mint(
-            load_pepper(config.pepper_file), tier, name=name, tenant=tenant, tool_choice_default=tool_choice_default,
+            pepper, tier, name=name, tenant=tenant, tool_choice_default=tool_choice_default,
             callback_url=callback_url,
             limits=Limits(rpm=rpm, tpm=tpm, max_concurrent=max_concurrent, max_tokens=max_tokens),
             models=models.split(",") if models else None)
         await store.put(record)
+        if isinstance(store, FileKeyStore):  # a `flowgate serve` on this file may run its worker: keep it working
+            await enroll_embedded_worker(store, pepper)
         return key, record
 
     key, record = _run(work)

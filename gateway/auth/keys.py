@@ -7,6 +7,7 @@ The key id is public: it goes in logs, metrics, traces and job ownership.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -94,6 +95,16 @@ def mint(pepper: bytes, tier: Tier, **fields) -> tuple[str, KeyRecord]:
     key = f"fg_{key_id}_{secrets.token_hex(24)}"
     return key, KeyRecord(key_id=key_id, tier=tier, key_hash=hash_key(pepper, key), created_at=int(time.time()),
                           **fields)
+
+
+def embedded_worker_key(pepper: bytes) -> tuple[str, KeyRecord]:
+    """The batch-tier key of the worker `flowgate serve` runs beside itself: derived from the pepper, so every
+    start (and `flowgate keys`) arrives at the same secret and the same one record, and nothing stores the secret."""
+    derive = functools.partial(hmac.new, pepper, digestmod=hashlib.sha256)
+    key_id = derive(b"flowgate-embedded-worker:id").hexdigest()[:12]
+    key = f"fg_{key_id}_{derive(b'flowgate-embedded-worker:secret').hexdigest()[:48]}"
+    return key, KeyRecord(key_id=key_id, tier="batch", key_hash=hash_key(pepper, key), created_at=int(time.time()),
+                          name="embedded-worker")
 
 
 def hash_key(pepper: bytes, key: str) -> str:

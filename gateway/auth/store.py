@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.auth.config import KEY_REFRESH_S
-from gateway.auth.keys import KeyRecord
+from gateway.auth.keys import KeyRecord, embedded_worker_key
 
 STORE_RETRY_S = 5.0  # while the store is unreadable, try it this often (not on every refresh)
 
@@ -109,3 +109,13 @@ class KeyCache:
         if self.store_down:
             logger.warning("key store readable again")
         self.store_down = False
+
+
+async def enroll_embedded_worker(store: RedisKeyStore | FileKeyStore, pepper: bytes) -> str:
+    """The embedded worker's key (see keys.embedded_worker_key), its record stored once any key exists: with none,
+    authentication is off and storing one would turn it on."""
+    key, record = embedded_worker_key(pepper)
+    records = await store.load()
+    if records and record.key_id not in records:
+        await store.put(record)
+    return key

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from gateway.auth.keys import embedded_worker_key
 from tests.gateway.conftest import MODEL, ROOT
 from tests.gateway.keyed_servers import CLI, base_env, create_key, keys, openai_client, servers
 from tests.otlp_receiver import OTLPReceiver
@@ -64,9 +65,10 @@ def bulk(tmp_path_factory):
     env = base_env(tmp, FLOWGATE_BULK_DIR=str(tmp / "bulk"), FLOWGATE_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
                    FLOWGATE_WEBHOOK_SECRET=WEBHOOK_SECRET, OTEL_EXPORTER_OTLP_ENDPOINT=spans.url,
                    OTEL_SERVICE_NAME="flowgate-bulk-test", OTEL_BSP_SCHEDULE_DELAY="50")
-    worker_key, _ = create_key(env, "--tier", "batch")
     user_key, user_id = create_key(env, "--tier", "paid", "--callback-url", default_url)
-    env["FLOWGATE_WORKER_API_KEY"] = worker_key  # the embedded worker's lines run as this batch key
+    # No FLOWGATE_WORKER_API_KEY: the embedded worker runs its lines on the batch key `serve` derives for it.
+    worker_key, worker = embedded_worker_key(env["FLOWGATE_KEY_PEPPER"].encode())
+    assert worker.key_id in keys(env, "list", "--json")
     try:
         with servers((env, tmp / "server.log")) as (server,):
             yield {"server": server, "env": env, "spans": spans, "hooks": hooks, "key": user_key,
@@ -105,6 +107,7 @@ def test_a_job_is_one_trace_from_submit_through_lines_and_engine_to_the_webhook(
         assert len(trace_id) == 32
         job = _wait_terminal(http, created.headers["location"])
     assert job["status"] == "completed" and job["trace_id"] == trace_id
+    assert job["counts"]["failed"] == 0  # the worker's lines passed authentication
     path, _, _ = hooks.wait_for(job["id"])
     assert path == explicit_url.removeprefix(hooks.url)  # the body's callback_url wins over the key's default
 
