@@ -10,9 +10,11 @@ import threading
 from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 
+import msgspec
+
 from engine.config import EngineConfig
 from engine.core import run_engine_core
-from engine.errors import EngineDead, EngineError, EngineOverloaded, error_from_code
+from engine.errors import EngineDead, EngineError, EngineOverloaded, InvalidRequest, error_from_code
 from engine.messages import (
     AbortRequest,
     AddRequest,
@@ -81,9 +83,9 @@ class AsyncEngine:
             raise EngineOverloaded(f"{len(self._streams)} requests in flight; try again later")
         if request.request_id in self._streams:
             raise EngineError(f"request id {request.request_id!r} is already in flight", param="request_id")
+        self._send(AddRequest(request))  # before the stream exists: its outputs are dispatched on this loop, later
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request.request_id] = stream
-        self._send(AddRequest(request))
         finished = False
         try:
             while not finished:
@@ -122,12 +124,18 @@ class AsyncEngine:
         self._outgoing.put(None)
 
     def _send(self, msg) -> None:
-        self._outgoing.put(msg)
+        """Encoded here, on the caller's side: a message that cannot be encoded fails its caller, not the writer
+        thread every later request depends on."""
+        try:
+            payload = encode(msg)
+        except (msgspec.EncodeError, OverflowError, TypeError, ValueError) as exc:
+            raise InvalidRequest(f"the request cannot be sent to the engine: {exc}") from None
+        self._outgoing.put(payload)
 
     def _write_loop(self) -> None:
-        while (msg := self._outgoing.get()) is not None:
+        while (payload := self._outgoing.get()) is not None:
             try:
-                self._to_engine.send_bytes(encode(msg))
+                self._to_engine.send_bytes(payload)
             except (OSError, EOFError):
                 return
 

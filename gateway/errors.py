@@ -133,8 +133,10 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
         case ValidationException():
             return _validation_error(exc)
         case NotFoundException():
+            _count_unrouted(request, 404)
             return error_response(404, f"Invalid URL ({request.method} {request.url.path})", code="not_found")
         case MethodNotAllowedException():
+            _count_unrouted(request, 405)
             return error_response(405, f"Method {request.method} is not allowed on {request.url.path}")
         case HTTPException() if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
             return error_response(413, "The request body is too large.", code="request_too_large")
@@ -142,6 +144,14 @@ def openai_exception_handler(request: Request, exc: Exception) -> Response:
             return error_response(exc.status_code, f"Could not parse the request: {exc.detail}")
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "The server had an error while processing your request.")
+
+
+def _count_unrouted(request: Request, status: int) -> None:
+    """The router refuses unknown paths and methods before any middleware runs: count them here, once."""
+    if "path_template" not in request.scope:
+        from gateway.telemetry.metrics import REQUESTS
+
+        REQUESTS.labels("unmatched", str(status), "unknown").inc()  # no key was looked at
 
 
 def _validation_error(exc: ValidationException) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -74,7 +74,8 @@ async def create_chat_completion(
     with params_named(prompt="messages"):
         if body.stream:
             stream = await started(obs.watch(engine.generate(gen)), request)
-            chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
+            chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage,
+                                 on_finish=obs.answered)
             return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE,
                           headers={**sse.HEADERS, **resolved.headers})
         [out] = await until_disconnect(collect(engine, [gen], obs), request)
@@ -86,6 +87,8 @@ async def create_chat_completion(
         usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
         service_tier=header.service_tier,
     )
+    for choice in completion.choices:
+        obs.answered(choice.index, choice.finish_reason)
     return Response(completion, headers=resolved.headers) if resolved.headers else completion
 
 
@@ -137,7 +140,8 @@ class ChunkHeader:
 
 
 async def stream_chat(
-    stream: AsyncIterator[RequestOutput], header: ChunkHeader, plan: ChatPlan, *, n: int, include_usage: bool
+    stream: AsyncIterator[RequestOutput], header: ChunkHeader, plan: ChatPlan, *, n: int, include_usage: bool,
+    on_finish: Callable[[int, str], None] = lambda index, reason: None,
 ) -> AsyncIterator[bytes]:
     """Role first, then content (or tool-call) deltas, a finish chunk per choice, usage if asked, [DONE]."""
     for index in range(n):
@@ -149,14 +153,14 @@ async def stream_chat(
         last = out
         for output in out.outputs:
             completion_tokens += len(output.token_ids)
-            for chunk in _output_chunks(header, output, parsers[output.index]):
+            for chunk in _output_chunks(header, output, parsers[output.index], on_finish):
                 yield chunk
     if include_usage and last is not None:
         yield header.chunk([], usage=_usage(last, completion_tokens))
     yield sse.DONE
 
 
-def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser) -> list[bytes]:
+def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser, on_finish) -> list[bytes]:
     deltas = parser.feed(output.text)
     if output.finish_reason is not None:
         deltas += parser.finish()
@@ -169,5 +173,6 @@ def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser) -> lis
     ]
     if output.finish_reason is not None:
         reason = "tool_calls" if parser.has_tool_calls else output.finish_reason
+        on_finish(output.index, reason)
         chunks.append(header.chunk([ChunkChoice(index=output.index, delta=ChatDelta(), finish_reason=reason)]))
     return chunks

@@ -211,10 +211,14 @@ class Ledger:
         return job.total - self.r.hlen(self._k(job.id, "out"))
 
     def outcomes_page(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[Outcome], bool]:
+        """Outcomes in the order they were recorded; `after` is the last custom_id of the previous page. An
+        `after` without an outcome is an empty last page (as for job lists), never a restart from the top."""
         start = 0
         if after is not None:
             pos = self.r.hget(self._k(job_id, "pos"), after)
-            start = int(pos) if pos else 0
+            if pos is None:
+                return [], False
+            start = int(pos)
         ids = self.r.lrange(self._k(job_id, "order"), start, start + limit)
         page = ids[:limit]
         raw = self.r.hmget(self._k(job_id, "out"), page) if page else []

@@ -34,7 +34,8 @@ class Observation:
                  input_content: Callable[[], object] | None = None):
         self.identity = identity
         self.pending = 0
-        self.finish_reasons: list[str] = []
+        self.finish_reasons: list[str] = []  # the engine's
+        self.answered_reasons: dict[int, str] = {}  # the API's, by choice index, where the caller reports them
         self.input_tokens = self.output_tokens = self.cached_tokens = self.preemptions = 0
         self.grammar_compile_ms = 0.0
         self.finished: list[tuple[RequestOutput, dict[int, int]]] = []
@@ -91,6 +92,11 @@ class Observation:
                 except RuntimeError:  # finalized outside the loop (a dropped stream at shutdown)
                     self._end(error)
 
+    def answered(self, index: int, finish_reason: str) -> None:
+        """The finish reason the API gave choice `index` (`tool_calls` where the engine saw `stop`): the span
+        reports what the client got."""
+        self.answered_reasons[index] = finish_reason
+
     def _fold(self, out: RequestOutput, tokens_by_index: dict[int, int]) -> None:
         for c in out.outputs:
             self.output_tokens += len(c.token_ids)
@@ -129,7 +135,8 @@ class Observation:
         if span is None:
             return
         span.set_attributes({
-            "gen_ai.response.finish_reasons": self.finish_reasons,
+            "gen_ai.response.finish_reasons": [r for _, r in sorted(self.answered_reasons.items())]
+            or self.finish_reasons,
             "gen_ai.usage.input_tokens": self.input_tokens,
             "gen_ai.usage.output_tokens": self.output_tokens,
             "gen_ai.usage.cache_read.input_tokens": self.cached_tokens,

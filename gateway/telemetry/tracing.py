@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import Tracer
 
 from workers.telemetry import configure_tracing, instrument_libraries
@@ -33,8 +34,16 @@ def setup() -> list:
         exclude=[f"^{p}$" for p in UNTRACED_PATHS],
         # One span per request: the per-ASGI-message send/receive spans cost more than they tell.
         exclude_spans=["receive", "send"],
+        scope_span_details_extractor=_route_span_details,
     )
     return [OpenTelemetryPlugin(config)]
+
+
+def _route_span_details(scope) -> tuple[str, dict]:
+    """Span name `GET /v1/jobs/{job_id}` and `http.route` from the route's template, not the raw path (Litestar's
+    default): an id in the span name makes every job its own operation in a trace UI."""
+    route = scope.get("path_template") or scope.get("path", "")
+    return f"{scope.get('method', '')} {route}".strip(), {HTTP_ROUTE: route}
 
 
 def tracer() -> Tracer | None:

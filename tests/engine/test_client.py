@@ -194,3 +194,13 @@ async def test_a_paid_arrival_interrupts_the_free_step_it_outranks(engine):
         await collect(engine, paid)
     assert (await engine.stats()).num_interrupted_steps > before
     await stream.aclose()  # aborts the rest
+
+
+async def test_a_request_that_cannot_be_sent_fails_alone(engine):
+    """Encoding happens on the caller's side: the writer thread every later request depends on stays alive."""
+    bad = GenerateRequest(request_id="unencodable", prompt_token_ids=[2**70], params=SamplingParams(max_tokens=1))
+    with pytest.raises(InvalidRequest):
+        await collect(engine, bad)
+    merged, _ = await collect(engine, GenerateRequest(request_id="after-unencodable", prompt=chat(engine, "Hi"),
+                                                      params=SamplingParams(temperature=0.0, max_tokens=2)))
+    assert merged.finished

@@ -166,6 +166,11 @@ def test_a_job_is_one_trace_from_submit_through_lines_and_engine_to_the_webhook(
                        bulk["default_url"].rsplit("/", 1)[1]):
             assert secret.encode() not in payload
 
+    # The polls are traces of their own, named by route template: an id in a span name is one operation per job.
+    polled = receiver.wait_for(lambda spans: any(s["name"].startswith("GET /v1/jobs/") for s in spans), timeout=30)
+    names = {s["name"] for s in polled}
+    assert "GET /v1/jobs/{job_id}" in names and not any(job["id"] in name for name in names)
+
 
 def test_a_keys_default_callback_url_gets_the_signed_webhook_for_jobs_and_batches(bulk):
     hooks, default_path = bulk["hooks"], bulk["default_url"].removeprefix(bulk["hooks"].url)

@@ -28,6 +28,8 @@ def test_metrics_count_requests_latencies_tokens_and_engine_state(client, http, 
     response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count from 1 to 20."}],
                                               max_tokens=5, temperature=0)
     assert http.post("/v1/chat/completions", json={"model": MODEL, "messages": []}).status_code == 400
+    assert http.get("/v1/no-such-route").status_code == 404  # refused by the router, before any middleware
+    assert http.delete("/v1/chat/completions").status_code == 405
     server.wait_idle()
     after = _scrape(http)
 
@@ -37,6 +39,9 @@ def test_metrics_count_requests_latencies_tokens_and_engine_state(client, http, 
     route = "/v1/chat/completions"
     assert delta("flowgate_requests_total", route=route, status="200", tier="paid") == 1
     assert delta("flowgate_requests_total", route=route, status="400", tier="paid") == 1
+    assert delta("flowgate_requests_total", route="unmatched", status="404", tier="unknown") == 1
+    assert delta("flowgate_requests_total", route="unmatched", status="405", tier="unknown") == 1
+    assert "flowgate_interrupted_steps_total" in after
     usage = response.usage
     assert delta("flowgate_prompt_tokens_total", tier="paid", key_id="anonymous") == usage.prompt_tokens
     assert delta("flowgate_generation_tokens_total", tier="paid", key_id="anonymous") == usage.completion_tokens == 5

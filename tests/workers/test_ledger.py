@@ -37,6 +37,9 @@ def test_an_outcome_is_written_once_and_counts_follow(worker_settings):
     assert (job.completed, job.failed) == (1, 0)
     page, more = service.ledger.outcomes_page(job.id, after=None, limit=10)
     assert [o.ok for o in page] == [True] and not more
+    service.ledger.record(job.id, [ok("l2")])
+    assert [o.custom_id for o in service.ledger.outcomes_page(job.id, after="l0", limit=10)[0]] == ["l2"]
+    assert service.ledger.outcomes_page(job.id, after="no-such-line", limit=10) == ([], False)  # not the top again
 
 
 def test_concurrent_writers_of_the_same_lines_count_each_line_once(worker_settings):
