@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -70,12 +70,12 @@ async def create_chat_completion(
     header = ChunkHeader(id=gen.request_id, model=model, service_tier=engine.service_tier)
     obs = Observation("chat", request=request, identity=engine.identity, request_model=body.model, model=model,
                       response_id=gen.request_id, params=gen.params, priority=gen.priority,
-                      tool_choice=_tool_choice_mode(body), input_content=lambda: msgspec.to_builtins(body.messages))
+                      tool_choice=_tool_choice_mode(body), input_content=lambda: msgspec.to_builtins(body.messages),
+                      answered_reason=lambda text, reason: _finish_reason(plan.parse(text)[1], reason))
     with params_named(prompt="messages"):
         if body.stream:
             stream = await started(obs.watch(engine.generate(gen)), request)
-            chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage,
-                                 on_finish=obs.answered)
+            chunks = stream_chat(stream, header, plan, n=body.n, include_usage=body.include_usage)
             return Stream(sse.guarded(chunks, sse.error, header.id), media_type=sse.MEDIA_TYPE,
                           headers={**sse.HEADERS, **resolved.headers})
         [out] = await until_disconnect(collect(engine, [gen], obs), request)
@@ -87,8 +87,6 @@ async def create_chat_completion(
         usage=_usage(out, sum(len(c.token_ids) for c in out.outputs)),
         service_tier=header.service_tier,
     )
-    for choice in completion.choices:
-        obs.answered(choice.index, choice.finish_reason)
     return Response(completion, headers=resolved.headers) if resolved.headers else completion
 
 
@@ -113,8 +111,12 @@ def _choice(output: CompletionOutput, plan: ChatPlan) -> ChatChoice:
         index=output.index,
         message=AssistantMessage(role="assistant", content=content, tool_calls=tool_calls or None),
         logprobs=chat_logprobs(output.logprobs),
-        finish_reason="tool_calls" if tool_calls else output.finish_reason or "stop",
+        finish_reason=_finish_reason(tool_calls, output.finish_reason),
     )
+
+
+def _finish_reason(tool_calls: list, engine_reason: str | None) -> str:
+    return "tool_calls" if tool_calls else engine_reason or "stop"
 
 
 def _usage(out: RequestOutput, completion_tokens: int) -> Usage:
@@ -140,8 +142,7 @@ class ChunkHeader:
 
 
 async def stream_chat(
-    stream: AsyncIterator[RequestOutput], header: ChunkHeader, plan: ChatPlan, *, n: int, include_usage: bool,
-    on_finish: Callable[[int, str], None] = lambda index, reason: None,
+    stream: AsyncIterator[RequestOutput], header: ChunkHeader, plan: ChatPlan, *, n: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """Role first, then content (or tool-call) deltas, a finish chunk per choice, usage if asked, [DONE]."""
     for index in range(n):
@@ -153,14 +154,14 @@ async def stream_chat(
         last = out
         for output in out.outputs:
             completion_tokens += len(output.token_ids)
-            for chunk in _output_chunks(header, output, parsers[output.index], on_finish):
+            for chunk in _output_chunks(header, output, parsers[output.index]):
                 yield chunk
     if include_usage and last is not None:
         yield header.chunk([], usage=_usage(last, completion_tokens))
     yield sse.DONE
 
 
-def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser, on_finish) -> list[bytes]:
+def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser) -> list[bytes]:
     deltas = parser.feed(output.text)
     if output.finish_reason is not None:
         deltas += parser.finish()
@@ -173,6 +174,5 @@ def _output_chunks(header: ChunkHeader, output: CompletionOutput, parser, on_fin
     ]
     if output.finish_reason is not None:
         reason = "tool_calls" if parser.has_tool_calls else output.finish_reason
-        on_finish(output.index, reason)
         chunks.append(header.chunk([ChunkChoice(index=output.index, delta=ChatDelta(), finish_reason=reason)]))
     return chunks

@@ -1,4 +1,4 @@
-"""Counts every routed request by path template, status and tier.
+"""Counts every routed request by path template, status and tier, and names its server span by that template.
 
 Not Litestar's PrometheusMiddleware: that one fixes its labels before the handler runs, so the tier (known only
 once authentication has attached the identity) could not be a label, and it names its metrics itself.
@@ -11,6 +11,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth.identity import ANONYMOUS, SCOPE_KEY
 from gateway.telemetry.metrics import REQUESTS
+from gateway.telemetry.tracing import name_server_span
 
 
 class RequestCounter(ASGIMiddleware):
@@ -18,6 +19,8 @@ class RequestCounter(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         status = 500  # if nothing is sent, the server answers 500
+        route = scope.get("path_template", "unmatched")
+        name_server_span(scope["method"], route)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -29,4 +32,4 @@ class RequestCounter(ASGIMiddleware):
             await next_app(scope, receive, send_wrapper)
         finally:
             tier = scope.get(SCOPE_KEY, ANONYMOUS).tier
-            REQUESTS.labels(scope.get("path_template", "unmatched"), str(status), tier).inc()
+            REQUESTS.labels(route, str(status), tier).inc()

@@ -31,11 +31,15 @@ class Observation:
 
     def __init__(self, operation: str, *, request: Request, identity: Identity, request_model: str, model: str,
                  response_id: str, params: SamplingParams, priority: int, tool_choice: str | None = None,
-                 input_content: Callable[[], object] | None = None):
+                 input_content: Callable[[], object] | None = None,
+                 answered_reason: Callable[[str, str], str] | None = None):
+        """`answered_reason(whole text, engine reason)`: the finish reason the API answers, when it differs from
+        why the engine stopped (chat: `tool_calls` when the text holds calls); the span reports what the client
+        got, as the OpenAI client instrumentations do."""
         self.identity = identity
+        self.answered_reason = answered_reason
         self.pending = 0
-        self.finish_reasons: list[str] = []  # the engine's
-        self.answered_reasons: dict[int, str] = {}  # the API's, by choice index, where the caller reports them
+        self.finish_reasons: list[str] = []
         self.input_tokens = self.output_tokens = self.cached_tokens = self.preemptions = 0
         self.grammar_compile_ms = 0.0
         self.finished: list[tuple[RequestOutput, dict[int, int]]] = []
@@ -77,9 +81,11 @@ class Observation:
         self.pending += 1
         error: BaseException | None = None
         tokens_by_index: dict[int, int] = {}  # this engine request's output tokens per completion
+        # Its texts per completion, kept only when a span will report the answered finish reasons from them.
+        texts: dict[int, str] | None = {} if self.span is not None and self.answered_reason else None
         try:
             async for out in stream:
-                self._fold(out, tokens_by_index)
+                self._fold(out, tokens_by_index, texts)
                 yield out
         except BaseException as exc:
             error = exc
@@ -92,17 +98,15 @@ class Observation:
                 except RuntimeError:  # finalized outside the loop (a dropped stream at shutdown)
                     self._end(error)
 
-    def answered(self, index: int, finish_reason: str) -> None:
-        """The finish reason the API gave choice `index` (`tool_calls` where the engine saw `stop`): the span
-        reports what the client got."""
-        self.answered_reasons[index] = finish_reason
-
-    def _fold(self, out: RequestOutput, tokens_by_index: dict[int, int]) -> None:
+    def _fold(self, out: RequestOutput, tokens_by_index: dict[int, int], texts: dict[int, str] | None) -> None:
         for c in out.outputs:
             self.output_tokens += len(c.token_ids)
             tokens_by_index[c.index] = tokens_by_index.get(c.index, 0) + len(c.token_ids)
+            if texts is not None:
+                texts[c.index] = texts.get(c.index, "") + c.text
             if c.finish_reason is not None:
-                self.finish_reasons.append(c.finish_reason)
+                reason = c.finish_reason
+                self.finish_reasons.append(reason if texts is None else self.answered_reason(texts.pop(c.index), reason))
             if self.texts is not None:
                 self.texts[c.index] = self.texts.get(c.index, "") + c.text
         if out.finished:
@@ -135,8 +139,7 @@ class Observation:
         if span is None:
             return
         span.set_attributes({
-            "gen_ai.response.finish_reasons": [r for _, r in sorted(self.answered_reasons.items())]
-            or self.finish_reasons,
+            "gen_ai.response.finish_reasons": self.finish_reasons,
             "gen_ai.usage.input_tokens": self.input_tokens,
             "gen_ai.usage.output_tokens": self.output_tokens,
             "gen_ai.usage.cache_read.input_tokens": self.cached_tokens,

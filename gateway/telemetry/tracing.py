@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import Tracer
 
@@ -40,10 +41,18 @@ def setup() -> list:
 
 
 def _route_span_details(scope) -> tuple[str, dict]:
-    """Span name `GET /v1/jobs/{job_id}` and `http.route` from the route's template, not the raw path (Litestar's
-    default): an id in the span name makes every job its own operation in a trace UI."""
-    route = scope.get("path_template") or scope.get("path", "")
-    return f"{scope.get('method', '')} {route}".strip(), {HTTP_ROUTE: route}
+    """The server span starts before routing, so it is named by method alone (semconv's name without a route),
+    not by the raw path (Litestar's default: an id in a span name makes every job its own operation, and
+    unknown paths unbounded names). `name_server_span` adds the route template once routing has found it."""
+    return str(scope.get("method", "")), {}
+
+
+def name_server_span(method: str, route: str) -> None:
+    """`GET /v1/jobs/{job_id}` and `http.route`, on the server span of the request being handled (if traced)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.update_name(f"{method} {route}")
+        span.set_attribute(HTTP_ROUTE, route)
 
 
 def tracer() -> Tracer | None:

@@ -181,21 +181,6 @@ async def test_a_grammar_compiles_beside_running_requests(engine):
     assert tokens_before_guided_output - tokens_at_submit >= 5
 
 
-async def test_a_paid_arrival_interrupts_the_free_step_it_outranks(engine):
-    """The engine process reads arrivals between a step's layers and abandons a step the newcomer outranks."""
-    free = GenerateRequest(request_id="free-long", prompt=chat(engine, "Count to one hundred."),
-                           params=SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True), priority=1)
-    before = (await engine.stats()).num_interrupted_steps
-    stream = engine.generate(free)
-    await anext(stream)  # decoding now: the loop is inside steps nearly all the time
-    for i in range(5):
-        paid = GenerateRequest(request_id=f"paid-{i}", prompt=chat(engine, "Hi"),
-                               params=SamplingParams(temperature=0.0, max_tokens=1), priority=0)
-        await collect(engine, paid)
-    assert (await engine.stats()).num_interrupted_steps > before
-    await stream.aclose()  # aborts the rest
-
-
 async def test_a_request_that_cannot_be_sent_fails_alone(engine):
     """Encoding happens on the caller's side: the writer thread every later request depends on stays alive."""
     bad = GenerateRequest(request_id="unencodable", prompt_token_ids=[2**70], params=SamplingParams(max_tokens=1))
