@@ -16,7 +16,9 @@ _encode = msgspec.json.Encoder().encode
 
 DONE = b"data: [DONE]\n\n"
 MEDIA_TYPE = "text/event-stream"
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# The content type as a header too: Litestar lets a handler's own media type (JSON, for handlers that answer
+# either a JSON body or a stream) override a Stream's media_type.
+HEADERS = {"Content-Type": MEDIA_TYPE, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def data(payload) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.gateway.conftest import MODEL
 
 QUESTION = [{"role": "user", "content": "Name a color."}]
@@ -66,6 +68,17 @@ def test_stream_without_include_usage_has_no_usage(client):
     chunks = list(client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, stream=True))
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason is not None
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 2}),
+    ("/v1/responses", {"input": "Hi", "max_output_tokens": 2}),
+])
+def test_streams_are_served_as_event_streams(http, path, body):
+    with http.stream("POST", path, json={"model": MODEL, "stream": True, **body}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        assert response.read().startswith(b"data: ") or path == "/v1/responses"  # responses: named events
 
 
 def test_logprobs_in_openai_shape(client):

@@ -100,6 +100,10 @@ def test_service_tier_is_echoed_in_responses_and_every_chunk(cluster):
     chunks = list(free.chat.completions.create(model=MODEL, messages=messages, max_tokens=3, stream=True,
                                                stream_options={"include_usage": True}))
     assert len(chunks) > 2 and {c.service_tier for c in chunks} == {"default"}
+    with free.chat.completions.with_streaming_response.create(model=MODEL, messages=messages, max_tokens=2,
+                                                              stream=True) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        assert raw.headers["x-ratelimit-limit-requests"]
     assert paid.completions.create(model=MODEL, prompt="Hi", max_tokens=2, extra_body={"service_tier": "flex"}).service_tier == "flex"
     completion_chunks = list(paid.completions.create(model=MODEL, prompt="Hi", max_tokens=2, stream=True))
     assert {c.service_tier for c in completion_chunks} == {"priority"}
