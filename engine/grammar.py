@@ -35,6 +35,7 @@ from engine.closing import BudgetSteering, CandidateTokens, shortest_completion
 from engine.errors import InvalidRequest
 from engine.logits_process import LogitsProcessor
 from engine.protocol import GuidedDecoding
+from engine.repeats import RepeatGuard, TokenTexts
 
 COMPILED_GRAMMAR_CACHE_SIZE = 512
 MIN_TOKENS_LIMIT = 4096
@@ -61,6 +62,7 @@ class GrammarBackend:
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=min(8, os.cpu_count() or 1))
         self._compile = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._compile_uncached)
         self.candidates = CandidateTokens(self.tokenizer_info)
+        self._texts: TokenTexts | None = None  # built on the first request that guards repeats
         self._min_tokens = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._min_tokens_uncached)
 
     def validate(self, guided: GuidedDecoding, max_tokens: int | None = None) -> None:
@@ -80,7 +82,13 @@ class GrammarBackend:
 
     def create(self, guided: GuidedDecoding, max_tokens: int | None = None) -> GrammarLogitsProcessor:
         steering = None if max_tokens is None else BudgetSteering(self.candidates, max_tokens)
-        return GrammarLogitsProcessor(self.compile(guided), self.vocab_size, steering)
+        guard = None
+        if guided.repeat_penalty or guided.end_on_repeat:
+            if self._texts is None:
+                self._texts = TokenTexts(self.candidates.bytes_of)
+            guard = RepeatGuard(self._texts, self.candidates.stop.tolist(), guided.repeat_penalty,
+                                guided.end_on_repeat)
+        return GrammarLogitsProcessor(self.compile(guided), self.vocab_size, steering, guard)
 
     def _min_tokens_uncached(self, kind: str, spec: str) -> int | None:
         matcher = xgr.GrammarMatcher(self._compile(kind, spec))
@@ -113,11 +121,13 @@ class GrammarBackend:
 class GrammarLogitsProcessor(LogitsProcessor):
     """One sequence's matcher: masks every token the grammar cannot accept next."""
 
-    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int, steering: BudgetSteering | None = None):
+    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int, steering: BudgetSteering | None = None,
+                 guard: RepeatGuard | None = None):
         self._matcher = xgr.GrammarMatcher(compiled)
         self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self._vocab_size = vocab_size
         self._steering = steering
+        self._guard = guard
         self._num_accepted = 0
 
     def apply(self, logits: torch.Tensor) -> None:
@@ -128,12 +138,16 @@ class GrammarLogitsProcessor(LogitsProcessor):
             xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask, vocab_size=self._vocab_size)
         if self._steering is not None:
             self._steering.apply(self._matcher, logits, self._num_accepted)
+        if self._guard is not None:
+            self._guard.apply(logits)
 
     def accept(self, token_id: int) -> None:
         if not self._matcher.accept_token(token_id):
             # Only possible if something sampled outside the mask apply() produced.
             raise RuntimeError(f"token {token_id} violates the request's grammar")
         self._num_accepted += 1
+        if self._guard is not None:
+            self._guard.accept(token_id)
 
     def is_terminated(self) -> bool:
         return self._matcher.is_terminated()

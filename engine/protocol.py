@@ -21,6 +21,9 @@ class GuidedDecoding(msgspec.Struct, frozen=True, kw_only=True):
 
     kind: GuidedKind
     spec: str = ""
+    # Guards against degenerate repeats (engine.repeats); neither changes what the grammar allows.
+    repeat_penalty: float = 0.0  # off the logits of tokens continuing a copy of an earlier array element
+    end_on_repeat: bool = False  # end where the grammar may once a top-level value (a call) repeats
 
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from gateway.tools import (
     validate_response_format,
     validate_tools,
 )
+from gateway.tools.guards import NO_GUARDS, ToolGuards
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ def plan_chat(
     parallel_tool_calls: bool = True,
     response_format: ResponseFormat | None = None,
     max_parallel_tool_calls: int | None = None,
+    guards: ToolGuards = NO_GUARDS,
 ) -> ChatPlan:
     """`max_parallel_tool_calls` caps the calls of one answer (in the grammar where it can, for required and
     named calls; in the parser always); without parallel calls the cap is one."""
@@ -58,7 +60,7 @@ def plan_chat(
     except jinja2.TemplateError as exc:
         raise InvalidRequest(f"the model's chat template rejected the messages: {exc}", param="messages") from exc
     max_calls = max_parallel_tool_calls if parallel_tool_calls is not False else 1
-    guided = build_guided(tools, tool_choice, parallel_tool_calls, response_format, max_calls)
+    guided = build_guided(tools, tool_choice, parallel_tool_calls, response_format, max_calls, guards)
     return ChatPlan(prompt=prompt, guided=guided, with_tools=bool(tools), max_calls=max_calls)
 
 

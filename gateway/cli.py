@@ -61,13 +61,14 @@ def bench_tools(
     max_tokens: int = 128,
     temperature: Annotated[float | None, typer.Option(help="Sent only when given, as agent clients do")] = None,
     concurrency: int = 4,
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable)")] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Tool-calling accuracy on our eval set: valid and exact calls per category, for auto and required."""
     from gateway.toolbench.run import run
 
     run(model=model, url=url, limit=limit, max_tokens=max_tokens, temperature=temperature,
-        concurrency=concurrency, as_json=json)
+        concurrency=concurrency, categories=category, as_json=json)
 
 
 @bench_app.command("serve")

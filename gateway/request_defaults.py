@@ -9,6 +9,11 @@ model would sample at 1.0 until the context window is full. For such requests:
                                        "none": OpenAI's 1)
     FLOWGATE_MAX_PARALLEL_TOOL_CALLS   the most calls one answer may make (default 4); a request's own
                                        max_parallel_tool_calls may lower it, never raise it
+    FLOWGATE_TOOL_DEFAULT_MAX_ITEMS    maxItems of tool-argument arrays that set none (default 32; 0: off)
+    FLOWGATE_TOOL_DEFAULT_MAX_LENGTH   maxLength of tool-argument strings that set none (default 1024; 0: off)
+    FLOWGATE_TOOL_REPEAT_PENALTY       for required and named calls, what tokens that continue a copy of an
+                                       earlier array element lose from their logits (default 4; 0: off)
+                                       (these three: gateway.tools.guards; never for strict tools)
 
 Explicit client values always win. The applied defaults come back in the `x-flowgate-defaults-applied`
 response header, e.g. `max_tokens=1024, temperature=0.0`. `resolve()` is the one place these are decided,
@@ -20,6 +25,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from gateway.tools.guards import DEFAULT_GUARDS, NO_GUARDS, ToolGuards
+
 HEADER = "x-flowgate-defaults-applied"
 
 
@@ -28,6 +35,7 @@ class RequestDefaults:
     max_tokens: int | None = 1024
     tool_temperature: float | None = 0.0
     max_parallel_tool_calls: int = 4
+    tool_guards: ToolGuards = DEFAULT_GUARDS
 
     def __post_init__(self):
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -36,6 +44,8 @@ class RequestDefaults:
             raise ValueError("the default tool temperature must be in [0, 2]")
         if self.max_parallel_tool_calls < 1:
             raise ValueError("max_parallel_tool_calls must be at least 1")
+        if min(self.tool_guards.max_items, self.tool_guards.max_length, self.tool_guards.repeat_penalty) < 0:
+            raise ValueError("tool guards (default bounds, repeat penalty) must be non-negative")
 
     @classmethod
     def from_env(cls) -> RequestDefaults:
@@ -46,7 +56,14 @@ class RequestDefaults:
             values["tool_temperature"] = None if raw.strip().lower() == "none" else float(raw)
         if (raw := env.get("FLOWGATE_MAX_PARALLEL_TOOL_CALLS")) is not None:
             values["max_parallel_tool_calls"] = int(raw)
-        return cls(**values)
+        guards = DEFAULT_GUARDS
+        if (raw := env.get("FLOWGATE_TOOL_DEFAULT_MAX_ITEMS")) is not None:
+            guards = replace(guards, max_items=int(raw))
+        if (raw := env.get("FLOWGATE_TOOL_DEFAULT_MAX_LENGTH")) is not None:
+            guards = replace(guards, max_length=int(raw))
+        if (raw := env.get("FLOWGATE_TOOL_REPEAT_PENALTY")) is not None:
+            guards = replace(guards, repeat_penalty=float(raw))
+        return cls(**values, tool_guards=guards)
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class Resolved:
     temperature: float | None
     max_parallel_tool_calls: int
     applied: dict[str, object] = field(default_factory=dict)
+    tool_guards: ToolGuards = NO_GUARDS
 
     def within_context(self, context_left: int) -> Resolved:
         """A defaulted max_tokens lowered to what the context window leaves after the prompt (a default
@@ -82,7 +100,8 @@ def resolve(defaults: RequestDefaults, *, max_tokens: int | None, temperature: f
     cap = defaults.max_parallel_tool_calls
     if max_parallel_tool_calls is not None:
         cap = min(cap, max_parallel_tool_calls)
-    return Resolved(max_tokens=max_tokens, temperature=temperature, max_parallel_tool_calls=cap, applied=applied)
+    return Resolved(max_tokens=max_tokens, temperature=temperature, max_parallel_tool_calls=cap, applied=applied,
+                    tool_guards=defaults.tool_guards)
 
 
 def request_defaults(request) -> RequestDefaults:

@@ -52,6 +52,7 @@ async def create_chat_completion(
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=body.response_format,
         max_parallel_tool_calls=resolved.max_parallel_tool_calls,
+        guards=resolved.tool_guards,
     )
     if "max_tokens" in resolved.applied:
         resolved = resolved.within_context(engine.model_info.max_model_len - len(engine.tokenizer.encode(plan.prompt)))

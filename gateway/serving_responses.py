@@ -74,6 +74,7 @@ async def create_response(
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=chat_response_format(body.text),
         max_parallel_tool_calls=resolved.max_parallel_tool_calls,
+        guards=resolved.tool_guards,
     )
     if "max_tokens" in resolved.applied:
         resolved = resolved.within_context(engine.model_info.max_model_len - len(engine.tokenizer.encode(plan.prompt)))

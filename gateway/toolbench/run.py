@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.bench_support import free_port, wait_ready
 from gateway.toolbench.cases import load
@@ -42,14 +44,17 @@ class Result:
 
 
 def run(*, model: str = "smollm2-135m", url: str | None = None, limit: int | None = None, max_tokens: int = 128,
-        temperature: float | None = None, concurrency: int = 4, as_json: bool = False) -> dict:
+        temperature: float | None = None, concurrency: int = 4, categories: list[str] | None = None,
+        as_json: bool = False) -> dict:
     cases, functions = load()
+    if categories:
+        cases = [case for case in cases if case["category"] in categories]
     if limit:
         cases = cases[:: max(1, math.ceil(len(cases) / limit))][:limit]
     results = asyncio.run(_run_all(cases, functions, model, url, max_tokens, temperature, concurrency))
     summary = summarize(results)
     summary.update(model=model, cases=len(cases), max_tokens=max_tokens, temperature=temperature,
-                   concurrency=concurrency)
+                   concurrency=concurrency, categories=categories)
     _print_table(summary)
     if as_json:
         print(json.dumps(summary))
@@ -76,11 +81,17 @@ async def _run_all(cases, functions, model, url, max_tokens, temperature, concur
         gate = asyncio.Semaphore(concurrency)
         jobs = [(case, mode) for case in cases for mode in MODES if mode == "auto" or case["expected"]]
 
-        async def one(case, mode):
-            async with gate:
-                return await _ask(client, served, case, mode, functions, max_tokens, temperature)
+        with Progress(TextColumn("tool calls"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("", total=len(jobs))
 
-        return list(await asyncio.gather(*(one(c, m) for c, m in jobs)))
+            async def one(case, mode):
+                async with gate:
+                    result = await _ask(client, served, case, mode, functions, max_tokens, temperature)
+                progress.advance(task)
+                return result
+
+            return list(await asyncio.gather(*(one(c, m) for c, m in jobs)))
     finally:
         if server is not None:
             server.terminate()

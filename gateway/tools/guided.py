@@ -14,12 +14,17 @@ closes the call:
                        either the call(s) or the JSON answer
 
 After the grammar completes only the stop token is allowed (engine.grammar).
+
+Tools that are not `strict` get the guards of gateway.tools.guards: default bounds in their schemas and,
+for required and named calls, the engine's repeat guards.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import msgspec
 
 from engine.protocol import GuidedDecoding
 from gateway.schemas.tools import (
@@ -29,6 +34,7 @@ from gateway.schemas.tools import (
     ResponseFormatJSONSchema,
 )
 from gateway.tools.coerce import as_response_format, as_tool_choice, as_tools
+from gateway.tools.guards import NO_GUARDS, ToolGuards, with_default_bounds
 from gateway.tools.markup import CALL_CLOSE, CALL_OPEN, CALL_SEPARATOR, CALL_TRAILER, call_header
 
 ANY_OBJECT: dict = {"type": "object"}
@@ -37,7 +43,7 @@ NO_ARGUMENTS: dict = {"type": "object", "properties": {}, "additionalProperties"
 
 def build_guided(
     tools: Any, tool_choice: Any, parallel_tool_calls: bool | None, response_format: Any,
-    max_calls: int | None = None,
+    max_calls: int | None = None, guards: ToolGuards = NO_GUARDS,
 ) -> GuidedDecoding | None:
     tools = as_tools(tools)
     choice = as_tool_choice(tool_choice) or ("auto" if tools else "none")
@@ -50,7 +56,7 @@ def build_guided(
         return _structural_tag(_no_calls()) if tools else None
     if isinstance(choice, NamedToolChoice):
         tools = [t for t in tools if t.function.name == choice.function.name]
-    tags = [_call_tag(tool) for tool in tools]
+    tags = [_call_tag(tool, guards) for tool in tools]
     if choice == "auto" and answer is None:
         return _structural_tag(
             {
@@ -64,19 +70,22 @@ def build_guided(
     calls = _calls(tags, parallel, max_calls)
     if choice == "auto":
         return _structural_tag({"type": "or", "elements": [calls, answer]})
-    return _structural_tag(calls)  # required or named
+    penalty = 0.0 if any(tool.function.strict for tool in tools) else guards.repeat_penalty
+    return msgspec.structs.replace(_structural_tag(calls), repeat_penalty=penalty, end_on_repeat=True)
 
 
-def _arguments_schema(tool: ChatTool) -> dict:
+def _arguments_schema(tool: ChatTool, guards: ToolGuards) -> dict:
     """What a call's arguments must match; no `parameters` means the function takes none."""
-    return NO_ARGUMENTS if tool.function.parameters is None else tool.function.parameters
+    if tool.function.parameters is None:
+        return NO_ARGUMENTS
+    return tool.function.parameters if tool.function.strict else with_default_bounds(tool.function.parameters, guards)
 
 
-def _call_tag(tool: ChatTool) -> dict:
+def _call_tag(tool: ChatTool, guards: ToolGuards) -> dict:
     return {
         "type": "tag",
         "begin": call_header(tool.function.name),
-        "content": {"type": "json_schema", "json_schema": _arguments_schema(tool)},
+        "content": {"type": "json_schema", "json_schema": _arguments_schema(tool, guards)},
         "end": CALL_TRAILER,
     }
 

@@ -11,6 +11,7 @@ import xgrammar as xgr
 from engine.grammar import GrammarBackend
 from engine.protocol import GuidedDecoding
 from gateway.tools import build_guided, parse_tool_calls
+from gateway.tools.guards import ToolGuards, with_default_bounds
 from gateway.tools.markup import render_call
 
 WEATHER = {
@@ -113,3 +114,36 @@ def test_non_strict_schemas_are_enforced_as_far_as_possible(backend):
     guided = build_guided(tools, "required", False, None)
     assert accepts(backend, guided, render_call("f", {"n": 5}))
     assert not accepts(backend, guided, render_call("f", {"n": 2}))
+
+
+GUARDS = ToolGuards(max_items=2, max_length=8, repeat_penalty=4.0)
+LISTS = {"type": "object", "properties": {
+    "tags": {"type": "array", "items": {"type": "string"}},
+    "many": {"type": "array", "minItems": 3, "items": {"type": "string", "minLength": 10}},
+    "codes": {"type": "array", "maxItems": 5, "items": {"type": "string", "pattern": "^[a-z]+$"}},
+    "either": {"anyOf": [{"type": ["string", "null"]}, {"type": "integer"}]}}}
+
+
+def test_default_bounds_fill_only_what_the_schema_leaves_open():
+    bounded = with_default_bounds(LISTS, GUARDS)["properties"]
+    assert bounded["tags"] == {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 2}
+    assert bounded["many"]["maxItems"] == 3 and bounded["many"]["items"]["maxLength"] == 10  # never below a min
+    assert bounded["codes"] == LISTS["properties"]["codes"]  # bounded already (maxItems, a pattern)
+    assert bounded["either"]["anyOf"][0]["maxLength"] == 8
+    assert with_default_bounds(LISTS, ToolGuards()) == LISTS
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_guards_apply_to_tools_that_are_not_strict(backend, strict):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": LISTS, "strict": strict}}]
+    guided = build_guided(tools, "required", True, None, guards=GUARDS)
+    assert guided.end_on_repeat and guided.repeat_penalty == (0.0 if strict else 4.0)
+    long_list = render_call("f", {"tags": ["a", "b", "c"]})
+    long_string = render_call("f", {"tags": ["abcdefghi"]})
+    assert accepts(backend, guided, render_call("f", {"tags": ["abcdefgh", "b"]}))
+    assert accepts(backend, guided, long_list) is strict and accepts(backend, guided, long_string) is strict
+
+
+def test_auto_free_text_gets_no_repeat_guard():
+    guided = build_guided(TOOLS, "auto", True, None, guards=GUARDS)
+    assert guided.repeat_penalty == 0.0 and not guided.end_on_repeat
