@@ -12,7 +12,7 @@ model would sample at 1.0 until the context window is full. For such requests:
     FLOWGATE_TOOL_DEFAULT_MAX_ITEMS    maxItems of tool-argument arrays that set none (default 32; 0: off)
     FLOWGATE_TOOL_DEFAULT_MAX_LENGTH   maxLength of tool-argument strings that set none (default 1024; 0: off)
     FLOWGATE_TOOL_REPEAT_PENALTY       for required and named calls, what tokens that continue a copy of an
-                                       earlier array element lose from their logits (default 4; 0: off)
+                                       earlier array element lose from their logits (default 0: off)
                                        (these three: gateway.tools.guards; never for strict tools)
 
 Explicit client values always win. The applied defaults come back in the `x-flowgate-defaults-applied`
