@@ -62,7 +62,7 @@ class GrammarBackend:
         self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=min(8, os.cpu_count() or 1))
         self._compile = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._compile_uncached)
         self.candidates = CandidateTokens(self.tokenizer_info)
-        self._texts: TokenTexts | None = None  # built on the first request that guards repeats
+        self._texts: TokenTexts | None = None  # built on the first request with a repeat penalty
         self._min_tokens = functools.lru_cache(maxsize=COMPILED_GRAMMAR_CACHE_SIZE)(self._min_tokens_uncached)
 
     def validate(self, guided: GuidedDecoding, max_tokens: int | None = None) -> None:
@@ -83,11 +83,11 @@ class GrammarBackend:
     def create(self, guided: GuidedDecoding, max_tokens: int | None = None) -> GrammarLogitsProcessor:
         steering = None if max_tokens is None else BudgetSteering(self.candidates, max_tokens)
         guard = None
+        if guided.repeat_penalty and self._texts is None:
+            self._texts = TokenTexts(self.candidates.bytes_of)
         if guided.repeat_penalty or guided.end_on_repeat:
-            if self._texts is None:
-                self._texts = TokenTexts(self.candidates.bytes_of)
-            guard = RepeatGuard(self._texts, self.candidates.stop.tolist(), guided.repeat_penalty,
-                                guided.end_on_repeat)
+            guard = RepeatGuard(self.candidates.bytes_of, self.candidates.stop.tolist(), guided.end_on_repeat,
+                                guided.repeat_penalty, self._texts if guided.repeat_penalty else None)
         return GrammarLogitsProcessor(self.compile(guided), self.vocab_size, steering, guard)
 
     def _min_tokens_uncached(self, kind: str, spec: str) -> int | None:

@@ -12,7 +12,7 @@ follows the output's JSON structure byte by byte (strings and escapes included):
                        nudge, not a ban).
     end on a repeat    once a top-level value (a tool call) repeats an earlier one exactly, the output
                        ends at the first point the grammar may end: the repeat is dropped anyway, and a
-                       model that repeats once repeats until the cap.
+                       model that keeps looping would run to the call cap.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class TokenTexts:
     """The vocabulary as bytes, indexed for 'which tokens continue this text' (built once per backend)."""
 
     def __init__(self, token_bytes: list[bytes]):
-        self.bytes_of = token_bytes
         self.has_content = [any(b not in _NOT_CONTENT for b in text) for text in token_bytes]
         self._ids_by_text: dict[bytes, list[int]] = {}
         for token_id, text in enumerate(token_bytes):
@@ -138,15 +137,18 @@ class JsonScanner:
 class RepeatGuard:
     """One sequence's repeat guards (see the module docstring); GrammarLogitsProcessor drives it."""
 
-    def __init__(self, texts: TokenTexts, stop_ids: list[int], penalty: float, end_on_repeat: bool):
-        self._texts = texts
+    def __init__(self, token_bytes: list[bytes], stop_ids: list[int], end_on_repeat: bool,
+                 penalty: float = 0.0, texts: TokenTexts | None = None):
+        """`texts` (the index the penalty searches) is needed only with a penalty."""
+        self._token_bytes = token_bytes
         self._stop_ids = stop_ids
-        self._penalty = penalty
         self._end_on_repeat = end_on_repeat
+        self._penalty = penalty
+        self._texts = texts
         self._scanner = JsonScanner()
 
     def accept(self, token_id: int) -> None:
-        self._scanner.feed(self._texts.bytes_of[token_id])
+        self._scanner.feed(self._token_bytes[token_id])
 
     def apply(self, logits: torch.Tensor) -> None:
         if self._end_on_repeat and self._scanner.repeated_top_value:
@@ -157,6 +159,6 @@ class RepeatGuard:
                 return
         if self._penalty:
             copying = {i for rest in self._scanner.copied_rests() for i in self._texts.continuing(rest)
-                       if self._texts.has_content[i] or len(self._texts.bytes_of[i]) >= len(rest)}
+                       if self._texts.has_content[i] or len(self._token_bytes[i]) >= len(rest)}
             if copying:
                 logits[sorted(copying)] -= self._penalty
